@@ -1,0 +1,1 @@
+"""Instruct-GS2GS for nerfstudio: edit a trained splatfacto scene from a text instruction."""
