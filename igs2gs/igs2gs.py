@@ -1,0 +1,75 @@
+"""The Instruct-GS2GS model: splatfacto trained on edited images with L1 + LPIPS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Type
+
+import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from igs2gs.optimizer_binding import rebind_optimizers
+
+
+@dataclass
+class IGS2GSModelConfig(SplatfactoModelConfig):
+    """splatfacto, trained with the loss of the Instruct-GS2GS paper (L1 + LPIPS)."""
+
+    _target: Type = field(default_factory=lambda: IGS2GSModel)
+    num_downscales: int = 0
+    """Resolution schedule of splatfacto: train at 1/2^d resolution at first. 0 (default) trains and edits at
+    full resolution from the first step, also when the checkpoint was saved inside splatfacto's schedule
+    (step < 6,000), where a downscaled render would not match the full-size original photo."""
+    ssim_lambda: float = 0.0
+    """Weight of splatfacto's SSIM term in the main loss (the paper uses none: 0)."""
+    l1_loss_mult: float = 1.0
+    """Multiplier of the L1 loss between the render and the (edited) training image."""
+    lpips_loss_mult: float = 1.0
+    """Multiplier of the LPIPS loss (AlexNet backbone, as splatfacto's LPIPS metric). 0 turns it off."""
+
+
+class IGS2GSModel(SplatfactoModel):
+    """splatfacto that keeps its optimizers bound to the loaded Gaussians and adds an LPIPS loss."""
+
+    config: IGS2GSModelConfig
+
+    def load_state_dict(self, dict, **kwargs):  # type: ignore[override]  # noqa: A002 (parent's signature)
+        super().load_state_dict(dict, **kwargs)
+        # Densification statistics are per Gaussian: start them afresh for the loaded Gaussians.
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        # nerfstudio 1.1.5 asks for callbacks after it loaded the checkpoint: bind the optimizers now.
+        self.bind_optimizers(training_callback_attributes.optimizers)
+        return super().get_training_callbacks(training_callback_attributes)
+
+    def step_cb(self, optimizers: Optimizers, step):
+        self.bind_optimizers(optimizers)
+        super().step_cb(optimizers, step)
+
+    def bind_optimizers(self, optimizers: Optimizers) -> None:
+        """Make the trainer's optimizers update the Gaussians this model renders."""
+        rebound = rebind_optimizers(optimizers.optimizers, self.gauss_params)
+        if rebound:
+            CONSOLE.log(f"igs2gs: optimizers re-bound to the loaded Gaussians ({', '.join(rebound)})")
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        # With ssim_lambda = 0, splatfacto's main loss is the plain L1 term.
+        loss_dict["main_loss"] = self.config.l1_loss_mult * loss_dict["main_loss"]
+        if self.config.lpips_loss_mult > 0:
+            loss_dict["lpips_loss"] = self.config.lpips_loss_mult * self.lpips_loss(outputs, batch)
+        return loss_dict
+
+    def lpips_loss(self, outputs, batch) -> torch.Tensor:
+        """LPIPS between the render and the training image, through splatfacto's own LPIPS network."""
+        gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+        pred = outputs["rgb"]
+        if "mask" in batch:
+            mask = self._downscale_if_required(batch["mask"]).to(self.device)
+            gt, pred = gt * mask, pred * mask
+        # Call the metric's network, not the metric: the metric accumulates scores (and their graphs).
+        return self.lpips.net(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None], normalize=True).mean()

@@ -1,0 +1,68 @@
+"""Datamanager that caches every training image as float32 and keeps the original photos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Literal, Tuple, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+
+@dataclass
+class IGS2GSDataManagerConfig(FullImageDatamanagerConfig):
+    """Full-image datamanager whose training images can be overwritten by edits."""
+
+    _target: Type = field(default_factory=lambda: IGS2GSDataManager)
+    dataparser: NerfstudioDataParserConfig = field(default_factory=lambda: NerfstudioDataParserConfig(load_3D_points=True))
+    """The scene's dataparser; 3D points are loaded as splatfacto does, so the model is built the same way."""
+    cache_images_type: Literal["uint8", "float32"] = "float32"
+    """Edits are written back as float32; a uint8 cache is converted (and announced)."""
+
+
+class IGS2GSDataManager(FullImageDatamanager):
+    """Training images live in `cached_train` (edited in place); `original_images` keeps the photos."""
+
+    config: IGS2GSDataManagerConfig
+    original_images: List[torch.Tensor]  # each [H, W, C] float32 in [0, 1], never edited
+
+    def _load_images(self, split, cache_images_device) -> List[Dict[str, torch.Tensor]]:
+        if self.config.cache_images_type != "float32":
+            CONSOLE.print("igs2gs: overriding cache_images_type to float32 (edited images are float32)")
+            self.config.cache_images_type = "float32"
+        images = super()._load_images(split, cache_images_device)
+        if split == "train":
+            self.original_images = [data["image"].clone() for data in images]
+        return images
+
+    @property
+    def num_train_views(self) -> int:
+        """Number of training views (the length of a dataset-update round)."""
+        return len(self.train_dataset)
+
+    def next_train_idx(self, idx: int) -> Tuple[Cameras, Dict]:
+        """The training camera and cached image of view `idx` (the round's order, not the random one)."""
+        data = self.cached_train[idx].copy()  # a copy, as next_train does (nerfstudio issue #3335)
+        data["image"] = data["image"].to(self.device)
+        camera = self.train_cameras[idx : idx + 1].to(self.device)
+        if camera.metadata is None:
+            camera.metadata = {}
+        camera.metadata["cam_idx"] = idx
+        return camera, data
+
+    def original_image(self, idx: int) -> torch.Tensor:
+        """The original photo of view `idx`, RGB only: [H, W, 3] float32 in [0, 1]."""
+        self.cached_train  # noqa: B018 (loading the cache records the originals)
+        return self.original_images[idx][..., :3]
+
+    @torch.no_grad()
+    def write_edit(self, idx: int, image: torch.Tensor) -> torch.Tensor:
+        """Store an edited image [H, W, 3] of view `idx` in the cache; return the cached image."""
+        cached = self.cached_train[idx]["image"]
+        assert image.shape == (*cached.shape[:2], 3), f"edit of shape {tuple(image.shape)} for {tuple(cached.shape)}"
+        # In place, so the cache keeps its device and pinned memory; an alpha channel stays as it was.
+        cached[..., :3] = image.to(device=cached.device, dtype=cached.dtype)
+        return cached

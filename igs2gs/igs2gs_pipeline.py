@@ -1,0 +1,138 @@
+"""The Instruct-GS2GS pipeline: dataset-update rounds that edit every training view, then plain training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Type
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch.cuda.amp.grad_scaler import GradScaler
+
+from igs2gs.edit_schedule import EditRound, starts_round
+from igs2gs.editor import EditSettings, ImageEditor
+from igs2gs.igs2gs import IGS2GSModelConfig
+from igs2gs.igs2gs_datamanager import IGS2GSDataManager, IGS2GSDataManagerConfig
+
+
+@dataclass
+class IGS2GSPipelineConfig(VanillaPipelineConfig):
+    """Instruct-GS2GS: edit each training view's render with InstructPix2Pix and train the splats on the edits."""
+
+    _target: Type = field(default_factory=lambda: IGS2GSPipeline)
+    datamanager: IGS2GSDataManagerConfig = field(default_factory=IGS2GSDataManagerConfig)
+    """Datamanager that keeps the original photos beside the edited cache."""
+    model: IGS2GSModelConfig = field(default_factory=IGS2GSModelConfig)
+    """splatfacto with the L1 + LPIPS loss."""
+    prompt: str = "don't change the image"
+    """The edit instruction, e.g. "turn the bear into a panda" (quote it on the command line)."""
+    guidance_scale: float = 12.5
+    """Text guidance of InstructPix2Pix: how strongly the edit follows the prompt (> 0)."""
+    image_guidance_scale: float = 1.5
+    """Image guidance of InstructPix2Pix: how closely the edit keeps the original photo (> 0)."""
+    gs_steps: int = 2500
+    """A dataset-update round (every training view edited once, one view per step) starts at each step with
+    (step - 1) % gs_steps == 0."""
+    diffusion_steps: int = 20
+    """DDIM denoising steps per edit."""
+    lower_bound: float = 0.70
+    """Lower bound of the noise level T of an edit, as a fraction of the 1,000 diffusion timesteps."""
+    upper_bound: float = 0.98
+    """Upper bound of the noise level T of an edit, as a fraction of the 1,000 diffusion timesteps."""
+    ip2p_model: str = "timbrooks/instruct-pix2pix"
+    """InstructPix2Pix weights: a Hugging Face hub id or a local diffusers folder."""
+    ip2p_device: Optional[str] = None
+    """Device of InstructPix2Pix, e.g. "cuda:1"; None uses the training device."""
+    ip2p_use_full_precision: bool = False
+    """Run InstructPix2Pix in float32 instead of float16 (about twice the memory and time)."""
+    seed: int = 0
+    """Seed of the edits' noise: the same seed, checkpoint and settings give the same edits."""
+
+
+class IGS2GSPipeline(VanillaPipeline):
+    """Runs the dataset-update rounds; the editor is built at the first edit, never for viewing or export."""
+
+    config: IGS2GSPipelineConfig
+    datamanager: IGS2GSDataManager
+
+    def __init__(
+        self,
+        config: IGS2GSPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[GradScaler] = None,
+    ):
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        self.edit_round = EditRound()
+        self._editor: Optional[ImageEditor] = None
+
+    @property
+    def editor(self) -> ImageEditor:
+        """The 2D editor, built on first use."""
+        if self._editor is None:
+            self._editor = self.build_editor()
+        return self._editor
+
+    def build_editor(self) -> ImageEditor:
+        """Load InstructPix2Pix; subclasses (tests, benchmarks) return another `ImageEditor`."""
+        from igs2gs.ip2p import load_ip2p_editor
+
+        device = self.config.ip2p_device or self.device
+        CONSOLE.log(f"igs2gs: loading InstructPix2Pix ({self.config.ip2p_model}) on {device}")
+        return load_ip2p_editor(
+            self.config.ip2p_model, device=device, full_precision=self.config.ip2p_use_full_precision
+        )
+
+    def edit_settings(self) -> EditSettings:
+        """The edit parameters, read from the config at every edit."""
+        c = self.config
+        return EditSettings(
+            prompt=c.prompt,
+            guidance_scale=c.guidance_scale,
+            image_guidance_scale=c.image_guidance_scale,
+            diffusion_steps=c.diffusion_steps,
+            lower_bound=c.lower_bound,
+            upper_bound=c.upper_bound,
+        )
+
+    def get_train_loss_dict(self, step: int):
+        if starts_round(step, self.config.gs_steps):
+            self.edit_round.begin()
+        if self.edit_round.active:
+            idx = self.edit_round.cursor
+            camera, data = self.datamanager.next_train_idx(idx)
+            model_outputs = self._model(camera)
+            data["image"] = self.edit_view(idx, model_outputs["rgb"], step)
+            self.edit_round.advance(self.datamanager.num_train_views)
+        else:
+            camera, data = self.datamanager.next_train(step)
+            model_outputs = self._model(camera)
+        metrics_dict = self.model.get_metrics_dict(model_outputs, data)
+        loss_dict = self.model.get_loss_dict(model_outputs, data, metrics_dict)
+        return model_outputs, loss_dict, metrics_dict
+
+    @torch.no_grad()
+    def edit_view(self, idx: int, render: torch.Tensor, step: int) -> torch.Tensor:
+        """Edit the render [H, W, 3] of view `idx`, write it into the cache, return the cached image."""
+        original = self.datamanager.original_image(idx).to(render.device)
+        generator = torch.Generator("cpu").manual_seed(edit_seed(self.config.seed, step))
+        edited = self.editor.edit(
+            render.detach().permute(2, 0, 1)[None].float(),
+            original.permute(2, 0, 1)[None].float(),
+            self.edit_settings(),
+            generator=generator,
+        )
+        if edited.shape[-2:] != render.shape[:2]:
+            edited = F.interpolate(edited, size=render.shape[:2], mode="bilinear", align_corners=False)
+        cached = self.datamanager.write_edit(idx, edited[0].permute(1, 2, 0))
+        return cached.to(render.device)
+
+
+def edit_seed(seed: int, step: int) -> int:
+    """A well-mixed 63-bit seed for the edit made at `step`, so a run can be replayed from any step."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
