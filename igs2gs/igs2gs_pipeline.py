@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Type
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -70,6 +72,7 @@ class IGS2GSPipeline(VanillaPipeline):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.edit_round = EditRound()
         self._editor: Optional[ImageEditor] = None
+        self._round_edit_seconds = 0.0
 
     @property
     def editor(self) -> ImageEditor:
@@ -107,14 +110,27 @@ class IGS2GSPipeline(VanillaPipeline):
             idx = self.edit_round.cursor
             camera, data = self.datamanager.next_train_idx(idx)
             model_outputs = self._model(camera)
+            started = time.perf_counter()
             data["image"] = self.edit_view(idx, model_outputs["rgb"], step)
+            self._round_edit_seconds += time.perf_counter() - started
             self.edit_round.advance(self.datamanager.num_train_views)
+            if not self.edit_round.active:
+                self._report_round()
         else:
             camera, data = self.datamanager.next_train(step)
             model_outputs = self._model(camera)
         metrics_dict = self.model.get_metrics_dict(model_outputs, data)
         loss_dict = self.model.get_loss_dict(model_outputs, data, metrics_dict)
         return model_outputs, loss_dict, metrics_dict
+
+    def _report_round(self) -> None:
+        """One line per finished round: views edited and the time they took."""
+        views, seconds = self.datamanager.num_train_views, self._round_edit_seconds
+        CONSOLE.log(
+            f"igs2gs: round {self.edit_round.rounds_started} done, {views} views edited in {seconds:.1f} s "
+            f"({1000 * seconds / views:.0f} ms per edit)"
+        )
+        self._round_edit_seconds = 0.0
 
     @torch.no_grad()
     def edit_view(self, idx: int, render: torch.Tensor, step: int) -> torch.Tensor:
