@@ -41,7 +41,9 @@ class IGS2GSModel(SplatfactoModel):
         # Densification statistics are per Gaussian: start them afresh for the loaded Gaussians.
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         # nerfstudio 1.1.5 asks for callbacks after it loaded the checkpoint: bind the optimizers now.
         self.bind_optimizers(training_callback_attributes.optimizers)
         return super().get_training_callbacks(training_callback_attributes)

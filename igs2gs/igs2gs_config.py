@@ -62,6 +62,7 @@ igs2gs_method = MethodSpecification(
     ),
     description=(
         "Instruct-GS2GS: edit a trained splatfacto scene from a text instruction with InstructPix2Pix. "
-        'Continue from a checkpoint: ns-train igs2gs --data DIR --load-dir .../nerfstudio_models --pipeline.prompt "..."'
+        "Continue from a checkpoint: "
+        'ns-train igs2gs --data DIR --load-dir .../nerfstudio_models --pipeline.prompt "..."'
     ),
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Tuple, Type
+from typing import Dict, List, Literal, Mapping, Set, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -17,7 +17,9 @@ class IGS2GSDataManagerConfig(FullImageDatamanagerConfig):
     """Full-image datamanager whose training images can be overwritten by edits."""
 
     _target: Type = field(default_factory=lambda: IGS2GSDataManager)
-    dataparser: NerfstudioDataParserConfig = field(default_factory=lambda: NerfstudioDataParserConfig(load_3D_points=True))
+    dataparser: NerfstudioDataParserConfig = field(
+        default_factory=lambda: NerfstudioDataParserConfig(load_3D_points=True)
+    )
     """The scene's dataparser; 3D points are loaded as splatfacto does, so the model is built the same way."""
     cache_images_type: Literal["uint8", "float32"] = "float32"
     """Edits are written back as float32; a uint8 cache is converted (and announced)."""
@@ -28,6 +30,11 @@ class IGS2GSDataManager(FullImageDatamanager):
 
     config: IGS2GSDataManagerConfig
     original_images: List[torch.Tensor]  # each [H, W, C] float32 in [0, 1], never edited
+    edited_views: Set[int]  # views whose cached image is an edit
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.edited_views = set()
 
     def _load_images(self, split, cache_images_device) -> List[Dict[str, torch.Tensor]]:
         if self.config.cache_images_type != "float32":
@@ -60,9 +67,48 @@ class IGS2GSDataManager(FullImageDatamanager):
 
     @torch.no_grad()
     def write_edit(self, idx: int, image: torch.Tensor) -> torch.Tensor:
-        """Store an edited image [H, W, 3] of view `idx` in the cache; return the cached image."""
+        """Store an edited image [H, W, 3] in [0, 1] of view `idx` in the cache; return the cached image.
+
+        Edits are kept at 8-bit precision (as an image file would keep them), so the cache equals
+        exactly what a checkpoint saves and restores.
+        """
         cached = self.cached_train[idx]["image"]
         assert image.shape == (*cached.shape[:2], 3), f"edit of shape {tuple(image.shape)} for {tuple(cached.shape)}"
         # In place, so the cache keeps its device and pinned memory; an alpha channel stays as it was.
-        cached[..., :3] = image.to(device=cached.device, dtype=cached.dtype)
+        cached[..., :3] = to_uint8(image).to(device=cached.device, dtype=cached.dtype) / 255.0
+        self.edited_views.add(idx)
         return cached
+
+    def edits_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The edited images as uint8 [H, W, 3] tensors, one entry per edited view, for checkpoints."""
+        if not self.edited_views:
+            return {}
+        return {edit_key(idx): to_uint8(self.cached_train[idx]["image"][..., :3]).cpu() for idx in self.edited_views}
+
+    def load_edits_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Put the edited images of a checkpoint back into the cache."""
+        for idx in sorted(view_of_edit_key(key) for key in state):
+            if idx >= self.num_train_views:
+                raise ValueError(
+                    f"the checkpoint holds an edit of training view {idx}, but this dataset has "
+                    f"{self.num_train_views} training views: is --data the scene the checkpoint was trained on?"
+                )
+            self.write_edit(idx, state[edit_key(idx)].float() / 255.0)
+
+
+EDIT_KEY_PREFIX = "igs2gs_edits.view_"
+
+
+def edit_key(idx: int) -> str:
+    """Checkpoint key of the edited image of training view `idx`."""
+    return f"{EDIT_KEY_PREFIX}{idx:05d}"
+
+
+def view_of_edit_key(key: str) -> int:
+    assert key.startswith(EDIT_KEY_PREFIX), key
+    return int(key[len(EDIT_KEY_PREFIX) :])
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats to uint8, rounding to the nearest level."""
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8)

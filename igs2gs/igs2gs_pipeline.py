@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Optional, Type
-
 import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Literal, Mapping, Optional, Type
 
 import numpy as np
 import torch
@@ -17,7 +16,10 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from igs2gs.edit_schedule import EditRound, starts_round
 from igs2gs.editor import EditSettings, ImageEditor
 from igs2gs.igs2gs import IGS2GSModelConfig
-from igs2gs.igs2gs_datamanager import IGS2GSDataManager, IGS2GSDataManagerConfig
+from igs2gs.igs2gs_datamanager import EDIT_KEY_PREFIX, IGS2GSDataManager, IGS2GSDataManagerConfig
+
+ROUND_KEY = "igs2gs_round"
+"""Checkpoint key of the round state: int64 [active, cursor, rounds_started]."""
 
 
 @dataclass
@@ -102,6 +104,29 @@ class IGS2GSPipeline(VanillaPipeline):
             lower_bound=c.lower_bound,
             upper_bound=c.upper_bound,
         )
+
+    def state_dict(self, *args, **kwargs) -> Dict[str, Any]:
+        """The model's state plus the edited images and the round state, so a resumed run loses no edit."""
+        state = super().state_dict(*args, **kwargs)
+        if self.test_mode == "val":
+            state.update(self.datamanager.edits_state_dict())
+            r = self.edit_round
+            state[ROUND_KEY] = torch.tensor([int(r.active), r.cursor, r.rounds_started], dtype=torch.int64)
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: Optional[bool] = None):
+        edits = {k: v for k, v in state_dict.items() if k.startswith(EDIT_KEY_PREFIX)}
+        round_state = state_dict.get(ROUND_KEY)
+        rest = {k: v for k, v in state_dict.items() if k not in edits and k != ROUND_KEY}
+        super().load_state_dict(rest, strict=strict)
+        if self.test_mode != "val":
+            return  # viewing, rendering and exporting need only the splats
+        self.datamanager.load_edits_state_dict(edits)
+        if round_state is not None:
+            active, cursor, rounds_started = (int(v) for v in round_state)
+            self.edit_round = EditRound(active=bool(active), cursor=cursor, rounds_started=rounds_started)
+        if edits:
+            CONSOLE.log(f"igs2gs: restored {len(edits)} edited views from the checkpoint")
 
     def get_train_loss_dict(self, step: int):
         if starts_round(step, self.config.gs_steps):

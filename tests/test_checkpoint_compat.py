@@ -14,10 +14,12 @@ SAVE_SCHEDULER_STATE = """
     from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
     param = torch.nn.Parameter(torch.zeros(3))
     optimizer = torch.optim.Adam([param], lr=1.6e-4)
-    scheduler = ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000).setup().get_scheduler(optimizer, 1.6e-4)
+    schedule = ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000).setup()
+    scheduler = schedule.get_scheduler(optimizer, 1.6e-4)
     optimizer.step(); scheduler.step()
     buffer = io.BytesIO()
-    torch.save({"schedulers": {"means": scheduler.state_dict()}, "optimizers": {"means": optimizer.state_dict()}}, buffer)
+    state = {"schedulers": {"means": scheduler.state_dict()}, "optimizers": {"means": optimizer.state_dict()}}
+    torch.save(state, buffer)
     buffer.seek(0)
 """
 
@@ -28,12 +30,15 @@ def test_scheduler_state_is_refused_without_the_allowlist():
 
 
 def test_scheduler_state_loads_with_weights_only_after_the_allowlist():
-    code = SAVE_SCHEDULER_STATE + """
+    code = (
+        SAVE_SCHEDULER_STATE
+        + """
     from igs2gs.checkpoint_compat import allow_numpy_scalars_in_checkpoints
     allow_numpy_scalars_in_checkpoints()
     state = torch.load(buffer, weights_only=True)
     print("lr", state["schedulers"]["means"]["_last_lr"][0])
     """
+    )
     result = _run(code)
     assert result.returncode == 0, result.stderr
     assert "lr 0.0001599" in result.stdout
