@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -57,7 +58,7 @@ def timed_igs2gs(data: Path, load_dir: Path, ip2p_model: str, out: Path, extra_s
     config.output_dir = out
     config.vis = "tensorboard"
     config.timestamp = "timed"
-    config.set_timestamp()
+    config.save_config()  # as ns-train does: ns-render and ns-export read it
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     num_views = trainer.pipeline.datamanager.num_train_views
@@ -113,8 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path("/tmp/igs2gs-gpu-run")
-    bin_dir = Path(sys.executable).parent
-    ns = lambda name: str(Path(os.environ.get("NS_BIN", bin_dir)) / name)  # noqa: E731
+    ns = lambda name: shutil.which(name) or str(Path(sys.executable).parent / name)  # noqa: E731
     record: dict = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__}
 
     record["splatfacto_wall_s"] = run_cli(
