@@ -1,0 +1,523 @@
+"""InstructPix2Pix as an `ImageEditor`, built on diffusers components.
+
+`InstructPix2PixEditor` takes the components (UNet, VAE, CLIP text encoder and tokenizer, DDIM
+scheduler) and runs the Instruct-GS2GS edit (see `edit`). `load_ip2p_editor` builds one from a hub
+id or a local diffusers folder.
+
+nerfstudio imports every plugin config on every `ns-*` command, so this module imports diffusers
+and transformers only inside the functions that need them; `import igs2gs.ip2p` stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+import torch
+from torch import Tensor
+
+from igs2gs.editor import EditSettings
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+DEFAULT_IP2P_MODEL = "timbrooks/instruct-pix2pix"
+"""The InstructPix2Pix checkpoint of the paper (SD 1.5 with an 8-channel UNet input)."""
+
+IP2P_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+"""The subfolders of a diffusers InstructPix2Pix folder that the editor reads."""
+
+_INSTALL = "pip install diffusers==0.42.1 transformers==5.24.0 accelerate==1.15.0"
+_CLI_OPTION = "--pipeline.ip2p-model /path/to/folder"
+
+
+def _download_command(model: str, local_dir: str = "") -> str:
+    """The `hf` command that fetches only what the editor reads (not the repository's single-file checkpoints)."""
+    target = f" --local-dir {local_dir}" if local_dir else ""
+    return f"hf download {model} model_index.json {' '.join(s + '/' for s in IP2P_SUBFOLDERS)}{target}"
+
+
+class IP2PLoadError(RuntimeError):
+    """InstructPix2Pix weights could not be found or are not an InstructPix2Pix checkpoint."""
+
+
+def _import_diffusers() -> Any:
+    """Import diffusers, or tell how to install it."""
+    try:
+        import diffusers
+    except ImportError as err:  # pragma: no cover - the pinned stack installs it
+        raise ImportError(f"The InstructPix2Pix editor needs diffusers and transformers: {_INSTALL}") from err
+    return diffusers
+
+
+def _import_transformers() -> Any:
+    """Import transformers, or tell how to install it."""
+    try:
+        import transformers
+    except ImportError as err:  # pragma: no cover - the pinned stack installs it
+        raise ImportError(f"The InstructPix2Pix editor needs diffusers and transformers: {_INSTALL}") from err
+    return transformers
+
+
+def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> Any:
+    """Move a component to `device` and `dtype`, frozen and in eval mode."""
+    module.to(device)
+    if any(p.dtype != dtype for p in module.parameters() if p.is_floating_point()):
+        if getattr(module, "_keep_in_fp32_modules", None):
+            module.to(dtype)
+        else:
+            # diffusers' ModelMixin.to warns about "modules that should be kept in float32" on every cast,
+            # even when the model keeps none (its list is empty); nn.Module.to casts the same way, quietly.
+            torch.nn.Module.to(module, dtype)
+    return module.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """Hide diffusers' and transformers' progress bars (e.g. "Loading weights") inside the block."""
+    diffusers, transformers = _import_diffusers(), _import_transformers()
+    loggers = [diffusers.utils.logging, transformers.utils.logging]
+    enabled = [lg.is_progress_bar_enabled() for lg in loggers]
+    for lg in loggers:
+        lg.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lg, was_enabled in zip(loggers, enabled):
+            if was_enabled:
+                lg.enable_progress_bar()
+
+
+class InstructPix2PixEditor:
+    """Edits renders with InstructPix2Pix, conditioned on the original photos (an `ImageEditor`).
+
+    The components are moved to `device` and `dtype` (float16 on CUDA is the usual choice) and
+    frozen. The UNet and VAE run in `dtype`; the latents, the guidance and the DDIM update stay in
+    float32, and `edit` returns float32.
+
+    All randomness of an edit (T, the VAE posterior sample, the added noise, in that order) is
+    drawn in float32 on the CPU from `generator`, or from torch's global CPU RNG when it is None,
+    so a seed gives the same noise on every device.
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        scheduler: DDIMScheduler,
+        device: Union[str, torch.device] = "cuda",
+        dtype: torch.dtype = torch.float16,
+    ) -> None:
+        diffusers = _import_diffusers()
+        if not isinstance(scheduler, diffusers.DDIMScheduler):
+            raise TypeError(
+                f"scheduler must be a diffusers DDIMScheduler, got {type(scheduler).__name__}; "
+                "build one with DDIMScheduler.from_config(scheduler.config)"
+            )
+        latent_channels = int(vae.config.latent_channels)
+        if int(unet.config.in_channels) != 2 * latent_channels:
+            raise ValueError(
+                f"unet takes {unet.config.in_channels} input channels, but InstructPix2Pix needs "
+                f"{2 * latent_channels} (the {latent_channels} noisy latents and the {latent_channels} latents of "
+                "the original image); pass an InstructPix2Pix UNet such as timbrooks/instruct-pix2pix's"
+            )
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.unet = _place(unet, self.device, dtype)
+        self.vae = _place(vae, self.device, dtype)
+        self.text_encoder = _place(text_encoder, self.device, dtype)
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        # Read once: each edit temporarily sets the scheduler config's num_train_timesteps to T.
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self._prompt_cache: dict[str, Tensor] = {}  # prompt -> [3, L, D] text embeddings
+
+    # ---------------------------------------------------------------- memory savers (opt-in)
+
+    def enable_vae_slicing(self) -> None:
+        """Encode and decode one image at a time. Saves VAE activation memory for batches of
+        several views; costs speed (2B + B sequential VAE calls instead of two); same result."""
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self) -> None:
+        """Encode and decode the whole batch in one VAE call again (the default)."""
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Encode and decode images above the VAE's tile size (512 px for SD 1.5) in overlapping
+        tiles. Bounds VAE memory for large images; costs speed and may leave faint tile seams."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        """Encode and decode whole images again (the default)."""
+        self.vae.disable_tiling()
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the cached text embeddings (one [3, 77, 768] tensor per prompt seen)."""
+        self._prompt_cache.clear()
+
+    # ---------------------------------------------------------------- checks
+
+    def check_inputs(
+        self,
+        renders: Tensor,
+        originals: Tensor,
+        settings: EditSettings,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        """Raise ValueError/TypeError naming the argument, the value it got and the fix."""
+        for name, images in (("renders", renders), ("originals", originals)):
+            if not isinstance(images, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor of shape [B, 3, H, W], got {type(images).__name__}")
+            if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] < 1:
+                raise ValueError(
+                    f"{name} must have shape [B, 3, H, W] with B >= 1, got {tuple(images.shape)}; pass RGB images "
+                    "channels first, e.g. image.permute(2, 0, 1)[None] for one [H, W, 3] image"
+                )
+            if not images.is_floating_point():
+                raise TypeError(
+                    f"{name} must be floating point with values in [0, 1], got dtype {images.dtype}; "
+                    "convert with images.float() / 255"
+                )
+        if originals.shape != renders.shape:
+            raise ValueError(
+                f"originals must have the shape of renders, got originals {tuple(originals.shape)} and renders "
+                f"{tuple(renders.shape)}; resize the originals to the render resolution (or render at full resolution)"
+            )
+        height, width = renders.shape[-2:]
+        factor = self.vae_scale_factor
+        if height % factor or width % factor:
+            raise ValueError(
+                f"renders and originals have height x width {height} x {width}; both must be multiples of {factor} "
+                f"(the VAE downscale factor); crop or resize them, e.g. to {height // factor * factor} x "
+                f"{width // factor * factor}"
+            )
+        for name, images in (("renders", renders), ("originals", originals)):
+            bad = int((~torch.isfinite(images)).sum())
+            if bad:
+                raise ValueError(
+                    f"{name} contain {bad} non-finite values (NaN or inf); edit only finite images in [0, 1] "
+                    "(check the render or the photo loaded for this view)"
+                )
+
+        if not isinstance(settings, EditSettings):
+            raise TypeError(f"settings must be an igs2gs.editor.EditSettings, got {type(settings).__name__}")
+        if not isinstance(settings.prompt, str):
+            raise TypeError(f"settings.prompt must be a str, got {type(settings.prompt).__name__}")
+        for name in ("guidance_scale", "image_guidance_scale"):
+            value = getattr(settings, name)
+            if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ValueError(
+                    f"settings.{name} must be a finite number > 0, got {value!r}; the paper uses "
+                    f"{EditSettings.__dataclass_fields__[name].default}"
+                )
+        steps = settings.diffusion_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"settings.diffusion_steps must be an int >= 1, got {steps!r}; the paper uses 20")
+        lower, upper = settings.lower_bound, settings.upper_bound
+        if not (isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and 0 < lower <= upper <= 1):
+            raise ValueError(
+                f"settings.lower_bound and settings.upper_bound must satisfy 0 < lower_bound <= upper_bound <= 1, "
+                f"got lower_bound={lower!r}, upper_bound={upper!r}; the paper uses 0.70 and 0.98"
+            )
+        n_train = self.num_train_timesteps
+        if int(lower * n_train) <= steps:
+            raise ValueError(
+                f"settings.lower_bound={lower!r} lets T drop to int({lower!r} x {n_train}) = {int(lower * n_train)} "
+                f"noise steps, too few to spread settings.diffusion_steps={steps} DDIM steps over [0, T); raise "
+                f"lower_bound to at least {(steps + 1) / n_train:g} or lower diffusion_steps"
+            )
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+            if generator.device.type != "cpu":
+                raise ValueError(
+                    f"generator must be a CPU generator, got one on {generator.device}; noise is drawn on the CPU so "
+                    "every device gets the same edit: pass torch.Generator('cpu').manual_seed(seed)"
+                )
+
+    # ---------------------------------------------------------------- pieces of the edit
+
+    def encode_prompt(self, prompt: str) -> Tensor:  # [3, L, D] for [prompt, "", ""]
+        """Text embeddings of the three branches, computed once per prompt string and cached."""
+        cached = self._prompt_cache.get(prompt)
+        if cached is not None:
+            return cached
+        max_length = self.tokenizer.model_max_length
+        n_tokens = len(self.tokenizer(prompt).input_ids)
+        if n_tokens > max_length:
+            warnings.warn(
+                f"settings.prompt has {n_tokens} tokens; CLIP reads only the first {max_length}, the rest is ignored",
+                stacklevel=3,
+            )
+        tokens = self.tokenizer(
+            [prompt, ""], padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+        )
+        embeddings = self.text_encoder(tokens.input_ids.to(self.device))[0]  # [2, L, D]
+        embeddings = embeddings[[0, 1, 1]].to(self.dtype)  # [prompt, "", ""]
+        self._prompt_cache[prompt] = embeddings
+        return embeddings
+
+    def draw_T(self, settings: EditSettings, generator: Optional[torch.Generator] = None) -> int:
+        """Draw the noise level T uniformly among the integers [int(lower x N), int(upper x N)]."""
+        low = int(settings.lower_bound * self.num_train_timesteps)
+        high = int(settings.upper_bound * self.num_train_timesteps)
+        return int(torch.randint(low, high + 1, (1,), generator=generator, device="cpu"))
+
+    @contextlib.contextmanager
+    def timestep_schedule(self, T: int, steps: int) -> Iterator[Tensor]:
+        """Spread `steps` DDIM steps over [0, T) for the duration of the block; yield the timesteps.
+
+        As the original code does, the scheduler is told it was trained on T steps, so both
+        `set_timesteps` and `step` (which goes back T // steps each time) work on [0, T), while
+        its betas and alphas stay those of the full schedule. The config is restored on exit, so
+        the next edit (and `num_train_timesteps`) starts from the full schedule again.
+        """
+        if not 0 < steps < T <= self.num_train_timesteps:
+            raise ValueError(
+                f"need 0 < steps < T <= {self.num_train_timesteps}, got steps={steps}, T={T}; "
+                "check EditSettings.lower_bound and diffusion_steps"
+            )
+        # The original assigned `scheduler.config.num_train_timesteps = T`. On diffusers 0.42 that sets only an
+        # attribute of the FrozenDict, leaving its dict entry (what save_config and dict(config) see) at 1000;
+        # register_to_config replaces the whole config, so both agree.
+        self.scheduler.register_to_config(num_train_timesteps=int(T))
+        try:
+            self.scheduler.set_timesteps(steps, device=self.device)
+            yield self.scheduler.timesteps
+        finally:
+            self.scheduler.register_to_config(num_train_timesteps=self.num_train_timesteps)
+
+    def _randn(self, shape: tuple[int, ...], generator: Optional[torch.Generator]) -> Tensor:
+        """Standard normal noise drawn in float32 on the CPU, moved to the editor's device."""
+        return torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32).to(self.device)
+
+    # ---------------------------------------------------------------- the edit
+
+    @torch.no_grad()
+    def edit(
+        self,
+        renders: Tensor,  # [B, 3, H, W] in [0, 1]
+        originals: Tensor,  # [B, 3, H, W] in [0, 1]
+        settings: EditSettings,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tensor:  # [B, 3, H, W] in [0, 1], float32, on the renders' device
+        """Edit the renders towards `settings.prompt`, conditioned on the original photos.
+
+        One T is drawn per call and shared by the whole batch (the original edits one view per
+        call, so each of its views gets its own T; call once per view to keep that).
+        """
+        # 0. Check inputs
+        self.check_inputs(renders, originals, settings, generator)
+        batch = renders.shape[0]
+        text_guidance, image_guidance = float(settings.guidance_scale), float(settings.image_guidance_scale)
+
+        # 1. Encode the prompt: [prompt] x B, [""] x B, [""] x B
+        text = self.encode_prompt(settings.prompt).repeat_interleave(batch, dim=0)  # [3B, L, D]
+
+        # 2. Draw T (the first draw of the generator)
+        T = self.draw_T(settings, generator)
+
+        # 3. Encode renders (posterior sample, scaled) and originals (posterior mode, unscaled) in one VAE call
+        images = torch.cat([renders, originals]).to(device=self.device, dtype=self.dtype) * 2 - 1  # [2B, 3, H, W]
+        posterior = self.vae.encode(images).latent_dist
+        mean, std = posterior.mean.float(), posterior.std.float()  # [2B, 4, h, w]
+        noise_vae = self._randn(tuple(mean[:batch].shape), generator)
+        # = latent_dist.sample(generator), with the noise drawn in float32 on the CPU for every device
+        latents = (mean[:batch] + std[:batch] * noise_vae) * self.vae.config.scaling_factor  # [B, 4, h, w]
+        condition = posterior.mode()[batch:].to(self.dtype)  # [B, 4, h, w]
+        condition = torch.cat([condition, condition, torch.zeros_like(condition)])  # [3B, 4, h, w]: [c, c, 0]
+
+        with self.timestep_schedule(T, settings.diffusion_steps) as timesteps:
+            # 4. Add noise at the first timestep
+            noise = self._randn(tuple(latents.shape), generator)
+            latents = self.scheduler.add_noise(latents, noise, timesteps[:1])
+
+            # 5. Denoise, three branches in one UNet call per step
+            for t in timesteps:
+                noisy = self.scheduler.scale_model_input(torch.cat([latents] * 3), t)  # [3B, 4, h, w]
+                unet_input = torch.cat([noisy.to(self.dtype), condition], dim=1)  # [3B, 8, h, w]
+                eps = self.unet(unet_input, t, encoder_hidden_states=text, return_dict=False)[0].float()
+                eps_text_image, eps_image, eps_none = eps.chunk(3)
+                eps = eps_none + text_guidance * (eps_text_image - eps_image) + image_guidance * (eps_image - eps_none)
+                latents = self.scheduler.step(eps, t, latents, return_dict=False)[0]
+
+        # 6. Decode and map to [0, 1]
+        decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype), return_dict=False)[0]
+        edited = (decoded.float() / 2 + 0.5).clamp(0, 1)
+        return edited.to(renders.device)
+
+
+# -------------------------------------------------------------------- loading and saving
+
+
+def _is_offline() -> bool:
+    """Whether huggingface_hub runs in offline mode (HF_HUB_OFFLINE)."""
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover
+        return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _unreachable_message(model: str, what: str, cause: BaseException) -> str:
+    offline = " (HF_HUB_OFFLINE is set)" if _is_offline() else ""
+    return (
+        f"Could not load the InstructPix2Pix {what} of {model!r}: {cause}\n"
+        f"{model!r} is not a local folder, so it was looked up on the Hugging Face hub and in the local hub "
+        f"cache{offline}. Without network access, or with HF_HUB_OFFLINE=1, the weights must already be in "
+        f"the cache: download them once with `{_download_command(model)}`. Or pass a local diffusers folder (with "
+        f"{', '.join(s + '/' for s in IP2P_SUBFOLDERS)}) with `{_CLI_OPTION}`."
+    )
+
+
+def _looks_like_path(model: str) -> bool:
+    """A hub id is `name` or `owner/name`; anything else is meant as a folder."""
+    return model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1 or not model
+
+
+def _resolve_model(model: str) -> tuple[str, bool]:
+    """Return (what to pass to from_pretrained, whether it is a local folder); check local folders."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        missing = [name for name in IP2P_SUBFOLDERS if not (path / name).is_dir()]
+        if missing:
+            raise IP2PLoadError(
+                f"{str(path)!r} is not a diffusers InstructPix2Pix folder: it lacks the subfolders "
+                f"{', '.join(m + '/' for m in missing)} (it needs {', '.join(s + '/' for s in IP2P_SUBFOLDERS)}). "
+                f"Write one with `{_download_command(DEFAULT_IP2P_MODEL, str(path))}` or "
+                f"StableDiffusionInstructPix2PixPipeline.save_pretrained, and pass it with `{_CLI_OPTION}`."
+            )
+        return str(path), True
+    if path.exists():
+        raise IP2PLoadError(
+            f"{str(path)!r} is a file, not a diffusers InstructPix2Pix folder; pass the folder that holds "
+            f"{', '.join(s + '/' for s in IP2P_SUBFOLDERS)} with `{_CLI_OPTION}`."
+        )
+    if _looks_like_path(model):
+        raise IP2PLoadError(
+            f"The InstructPix2Pix folder {str(path)!r} does not exist. Pass an existing local diffusers folder "
+            f"with `{_CLI_OPTION}`, or a hub id such as {DEFAULT_IP2P_MODEL!r} (which needs network access or a "
+            f"filled hub cache; HF_HUB_OFFLINE=1 allows only the cache)."
+        )
+    return model, False
+
+
+def load_ip2p_editor(
+    model: str = DEFAULT_IP2P_MODEL,
+    device: Union[str, torch.device] = "cuda",
+    full_precision: bool = False,
+) -> InstructPix2PixEditor:
+    """Load InstructPix2Pix from a hub id or a local diffusers folder into an `InstructPix2PixEditor`.
+
+    Every component comes from `model` (safetensors preferred where present); the DDIM scheduler is
+    built from the checkpoint's own scheduler config. float16 on CUDA unless `full_precision`;
+    float32 on other devices. Raises `IP2PLoadError` when the weights cannot be reached or are not
+    an InstructPix2Pix checkpoint.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise IP2PLoadError(
+            f"device={str(device)!r} but torch finds no CUDA device (torch.cuda.is_available() is False); "
+            "pass device='cpu' (slow: minutes per 512 px edit) or run on a machine with a CUDA GPU"
+        )
+    dtype = torch.float32 if full_precision else torch.float16
+    if dtype == torch.float16 and device.type != "cuda":
+        warnings.warn(
+            f"InstructPix2Pix on {device}: overriding full_precision=False to float32 (float16 is for CUDA); "
+            "pass full_precision=True to silence this",
+            stacklevel=2,
+        )
+        dtype = torch.float32
+
+    source, local = _resolve_model(str(model))
+    diffusers = _import_diffusers()
+    transformers = _import_transformers()
+
+    def fail(what: str, err: BaseException) -> IP2PLoadError:
+        if local:
+            return IP2PLoadError(
+                f"{source!r} is not a loadable diffusers InstructPix2Pix folder: reading its {what} failed: {err}\n"
+                f"Pass a complete folder with `{_CLI_OPTION}` (e.g. one written by "
+                f"`{_download_command(DEFAULT_IP2P_MODEL, 'DIR')}`)."
+            )
+        return IP2PLoadError(_unreachable_message(source, what, err))
+
+    with warnings.catch_warnings(), _quiet_progress_bars():
+        # diffusers 0.42 still passes the deprecated `local_dir_use_symlinks` to huggingface_hub; not ours to fix.
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+        try:
+            unet_config = diffusers.UNet2DConditionModel.load_config(source, subfolder="unet")
+        except (OSError, ValueError) as err:
+            raise fail("UNet config (unet/config.json)", err) from err
+        if unet_config.get("in_channels") != 8:
+            raise IP2PLoadError(
+                f"{source!r} is not an InstructPix2Pix checkpoint: its unet/config.json has in_channels="
+                f"{unet_config.get('in_channels')}, InstructPix2Pix's UNet takes 8 (4 noisy latents + 4 latents of "
+                f"the original image). Pass an InstructPix2Pix model such as {DEFAULT_IP2P_MODEL!r} with "
+                f"`{_CLI_OPTION}`."
+            )
+        loaders = {
+            "unet": lambda: diffusers.UNet2DConditionModel.from_pretrained(source, subfolder="unet", dtype=dtype),
+            "vae": lambda: diffusers.AutoencoderKL.from_pretrained(source, subfolder="vae", dtype=dtype),
+            "text_encoder": lambda: transformers.CLIPTextModel.from_pretrained(
+                source, subfolder="text_encoder", dtype=dtype
+            ),
+            "tokenizer": lambda: transformers.CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
+            "scheduler": lambda: diffusers.DDIMScheduler.from_config(
+                diffusers.DDIMScheduler.load_config(source, subfolder="scheduler")
+            ),
+        }
+        components: dict[str, Any] = {}
+        for name, load in loaders.items():
+            try:
+                components[name] = load()
+            except (OSError, ValueError) as err:
+                raise fail(f"{name} ({name}/)", err) from err
+    return InstructPix2PixEditor(**components, device=device, dtype=dtype)
+
+
+def save_ip2p_folder(
+    folder: Union[str, Path],
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    scheduler: Any,
+) -> Path:
+    """Write components as a local diffusers InstructPix2Pix folder (safetensors) that
+    `load_ip2p_editor` and `StableDiffusionInstructPix2PixPipeline.from_pretrained` read."""
+    diffusers = _import_diffusers()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _quiet_progress_bars():
+        unet.save_pretrained(folder / "unet", safe_serialization=True)
+        vae.save_pretrained(folder / "vae", safe_serialization=True)
+        text_encoder.save_pretrained(folder / "text_encoder")  # transformers 5 writes safetensors only
+        tokenizer.save_pretrained(folder / "tokenizer")
+        scheduler.save_pretrained(folder / "scheduler")
+    model_index = {
+        "_class_name": "StableDiffusionInstructPix2PixPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", type(unet).__name__],
+        "vae": ["diffusers", type(vae).__name__],
+        "text_encoder": ["transformers", type(text_encoder).__name__],
+        "tokenizer": ["transformers", type(tokenizer).__name__],
+        "scheduler": ["diffusers", type(scheduler).__name__],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+    }
+    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
+    return folder
