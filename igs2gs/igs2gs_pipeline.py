@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Literal, Mapping, Optional, Type
+from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """Run InstructPix2Pix in float32 instead of float16 (about twice the memory and time)."""
     seed: int = 0
     """Seed of the edits' noise: the same seed, checkpoint and settings give the same edits."""
+    edit_max_side: int = 512
+    """Views are edited at most this many pixels on their longer side (InstructPix2Pix works best at about 512 px)
+    and resized back; 0 edits at full size. Sides are also rounded down to multiples of 8 for the VAE."""
 
 
 class IGS2GSPipeline(VanillaPipeline):
@@ -161,17 +164,29 @@ class IGS2GSPipeline(VanillaPipeline):
     def edit_view(self, idx: int, render: torch.Tensor, step: int) -> torch.Tensor:
         """Edit the render [H, W, 3] of view `idx`, write it into the cache, return the cached image."""
         original = self.datamanager.original_image(idx).to(render.device)
+        size = tuple(render.shape[:2])
+        edit_size = edit_resolution(*size, max_side=self.config.edit_max_side)
+        renders = resize(render.detach().permute(2, 0, 1)[None].float(), edit_size)
+        originals = resize(original.permute(2, 0, 1)[None].float(), edit_size)
         generator = torch.Generator("cpu").manual_seed(edit_seed(self.config.seed, step))
-        edited = self.editor.edit(
-            render.detach().permute(2, 0, 1)[None].float(),
-            original.permute(2, 0, 1)[None].float(),
-            self.edit_settings(),
-            generator=generator,
-        )
-        if edited.shape[-2:] != render.shape[:2]:
-            edited = F.interpolate(edited, size=render.shape[:2], mode="bilinear", align_corners=False)
+        edited = self.editor.edit(renders, originals, self.edit_settings(), generator=generator)
+        edited = resize(edited, size).clamp(0, 1)
         cached = self.datamanager.write_edit(idx, edited[0].permute(1, 2, 0))
         return cached.to(render.device)
+
+
+def edit_resolution(height: int, width: int, max_side: int = 512) -> Tuple[int, int]:
+    """The size a view is edited at: longer side at most `max_side` (0: no limit), both sides multiples of 8."""
+    scale = min(1.0, max_side / max(height, width)) if max_side > 0 else 1.0
+    fit = tuple(max(8, int(side * scale) // 8 * 8) for side in (height, width))
+    return fit[0], fit[1]
+
+
+def resize(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of [B, C, H, W] images to `size` (antialiased when shrinking); a no-op at that size."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def edit_seed(seed: int, step: int) -> int:
