@@ -328,7 +328,8 @@ class InstructPix2PixEditor:
         T = self.draw_T(settings, generator)
 
         # 3. Encode renders (posterior sample, scaled) and originals (posterior mode, unscaled) in one VAE call
-        images = torch.cat([renders, originals]).to(device=self.device, dtype=self.dtype) * 2 - 1  # [2B, 3, H, W]
+        images = torch.cat([x.to(device=self.device, dtype=self.dtype) for x in (renders, originals)])  # [2B, 3, H, W]
+        images = images * 2 - 1
         posterior = self.vae.encode(images).latent_dist
         mean, std = posterior.mean.float(), posterior.std.float()  # [2B, 4, h, w]
         noise_vae = self._randn(tuple(mean[:batch].shape), generator)

@@ -58,6 +58,11 @@ def images(batch: int = 2, height: int = 64, width: int = 64, seed: int = 0) -> 
     return torch.rand(batch, 3, height, width, generator=g), torch.rand(batch, 3, height, width, generator=g)
 
 
+def python_path() -> str:
+    """PYTHONPATH for a subprocess: the repository first, then whatever the caller had."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
@@ -382,7 +387,7 @@ def test_loader_hub_id_offline_error(tmp_path: Path) -> None:
         "else:\n"
         "    raise SystemExit('no error')\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "PYTHONPATH": python_path()}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     message = result.stdout
@@ -443,7 +448,7 @@ def test_import_stays_light() -> None:
         "print(heavy)\n"
         "sys.exit(1 if heavy else 0)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": python_path()}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
