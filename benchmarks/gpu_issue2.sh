@@ -9,6 +9,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 benchmarks/make_random_ip2p.py /tmp/ip2p-arch --arch .gpu/models/ip2p-sd15-arch --device cuda --dtype float16 \
   || exit 1
 python3 benchmarks/gpu_bear_run.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --out "$OUT"
-if [ -f benchmarks/compare_rasterizers.py ]; then
+if [ -f benchmarks/compare_rasterizers.py ] && [ -z "${SKIP_RASTERIZERS:-}" ]; then
   timeout 120 python3 benchmarks/compare_rasterizers.py --out "$OUT/rasterizers.json"
 fi
