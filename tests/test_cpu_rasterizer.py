@@ -546,10 +546,16 @@ def _train_step(model, camera, optimizers, step: int) -> dict:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path; CUDA is available")
 def test_splatfacto_renders_and_backprops_on_cpu(random_lpips_backbones):
+    import nerfstudio.models.splatfacto as splatfacto
+    from gsplat.rendering import rasterization
+
     from igs2gs.cpu_fallback import install_cpu_fallback
 
     install_cpu_fallback()
     install_cpu_fallback()  # idempotent
+    assert splatfacto.rasterization.cuda_rasterization is rasterization  # the original stays reachable
+    with pytest.raises(RuntimeError):  # only splatfacto's own .cuda() calls are let through
+        torch.zeros(1).cuda()
     model, camera, optimizers = _cpu_splatfacto(0, 500, num_downscales=0)
     assert model.means.device.type == "cpu" and model.features_dc.device.type == "cpu"
     model.train()
