@@ -156,7 +156,7 @@ def _print_record(record: dict[str, Any]) -> None:
         rel = (
             f"  (rel max {value['max_abs_rel']:.2e} mean {value['mean_abs_rel']:.2e})" if key.startswith("grad") else ""
         )
-        print(f"    {key:<16} max {value['max_abs']:.3e}  mean {value['mean_abs']:.3e}{rel}")
+        print(f"    {key:<16} max {value['max_abs']:.3e}  mean {value['mean_abs']:.3e}{rel}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,20 +180,17 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "gsplat": __import__("gsplat").__version__,
     }
-    print(json.dumps(header))
-    records = []
-    for n_gauss in args.sizes:
-        for seed in args.seeds:
-            record = run_scenario(n_gauss, seed, args.width, args.height, torch.device("cuda"), args.repeats)
-            records.append({**header, **record})
-            _print_record(record)
+    print(json.dumps(header), flush=True)
+    scenarios = [(n, seed, args.width, args.height, "cuda") for n in args.sizes for seed in args.seeds]
     if args.cpu_size > 0:
-        side = args.cpu_resolution
-        record = run_scenario(args.cpu_size, args.seeds[0], side, side, torch.device("cpu"), args.repeats)
+        scenarios.append((args.cpu_size, args.seeds[0], args.cpu_resolution, args.cpu_resolution, "cpu"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    records = []
+    for n_gauss, seed, width, height, device in scenarios:
+        record = run_scenario(n_gauss, seed, width, height, torch.device(device), args.repeats)
         records.append({**header, **record})
         _print_record(record)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(records, indent=2))
+        args.out.write_text(json.dumps(records, indent=2))  # after each scenario, so a time limit keeps the rest
     print(f"wrote {len(records)} records to {args.out}")
 
 
