@@ -77,7 +77,11 @@ def test_ns_train_lists_our_description():
 
 def test_ns_train_igs2gs_help_shows_every_option():
     result = subprocess.run(
-        [str(BIN / "ns-train"), "igs2gs", "-h"], capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"}
+        [str(BIN / "ns-train"), "igs2gs", "-h"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert result.returncode == 0, result.stderr
     for option in OPTIONS:
