@@ -62,7 +62,8 @@ def render_and_grad(
     rasterize: Callable[..., Any], scene: dict[str, torch.Tensor], device: torch.device, width: int, height: int
 ) -> dict[str, Any]:
     """Render with `rasterize` on `device`, backpropagate the weighted sum; outputs and gradients on CPU."""
-    params = {name: scene[name].to(device).requires_grad_() for name in PARAM_NAMES}
+    # A fresh leaf per call: `.to("cpu")` of a CPU tensor is the tensor itself, whose .grad would accumulate.
+    params = {name: scene[name].to(device, copy=True).requires_grad_() for name in PARAM_NAMES}
     weights = scene["loss_weights"].to(device)
     colors, alphas, _ = rasterize(
         **params, viewmats=scene["viewmats"].to(device), Ks=scene["Ks"].to(device), width=width, height=height,
