@@ -245,6 +245,16 @@ def _render_both(scene, *, sh_degree, render_mode, with_background, rasterize_mo
     return ours, ref
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: one intra-op thread is as fast, and many times faster when other processes share the
+    cores (OpenMP threads then wait on each other at every op)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Force many tile groups (activation checkpointing) and short depth slices (early exit)."""
