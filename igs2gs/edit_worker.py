@@ -1,0 +1,132 @@
+"""A background worker that edits views while the splats keep training.
+
+With InstructPix2Pix on its own device (`--pipeline.ip2p-device cuda:1`), the training loop hands the
+worker fresh renders of the next views of the round and goes on training with the newest edits; it
+collects finished edits at every step without waiting. Jobs are edited in the order they were
+submitted; every submitted job yields exactly one result (an edit, or the error that stopped it).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from igs2gs.editor import EditSettings, ImageEditor
+
+_STOP = object()
+
+
+@dataclass
+class EditJob:
+    """One view to edit: its render and original photo ([1, 3, H, W] in [0, 1]) and what to compute."""
+
+    view: int
+    render: Tensor
+    original: Tensor
+    settings: EditSettings
+    seed: int
+
+
+@dataclass
+class EditResult:
+    """The edit of `job` ([1, 3, H, W] on the CPU), or the exception that stopped it."""
+
+    job: EditJob
+    image: Optional[Tensor] = None
+    error: Optional[BaseException] = None
+
+
+class EditWorkerError(RuntimeError):
+    """The worker thread stopped on an error; the run cannot go on editing."""
+
+
+class EditWorker:
+    """Edits submitted jobs in order on a background thread. Use as a context manager, or call `close`."""
+
+    def __init__(self, editor: ImageEditor, max_pending: int = 2) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.editor = editor
+        self._jobs: "queue.Queue" = queue.Queue(maxsize=max_pending)
+        self._results: "queue.Queue[EditResult]" = queue.Queue()
+        self._pending = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="igs2gs-edit-worker", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted whose results have not been collected yet."""
+        return self._pending
+
+    @property
+    def can_submit(self) -> bool:
+        """True when a `submit` would not wait for the worker."""
+        return not self._closed and not self._jobs.full()
+
+    def submit(self, job: EditJob) -> None:
+        """Queue a job (waits while `max_pending` jobs are queued)."""
+        if self._closed:
+            raise EditWorkerError("submit() after close(): the edit worker has stopped")
+        self._jobs.put(job)
+        self._pending += 1
+
+    def poll(self) -> List[EditResult]:
+        """The results finished so far, in submission order, without waiting."""
+        return self._collect(block=False)
+
+    def wait(self) -> List[EditResult]:
+        """Wait for every pending job; return their results in submission order."""
+        return self._collect(block=True)
+
+    def _collect(self, block: bool) -> List[EditResult]:
+        results = []
+        while self._pending > 0:
+            try:
+                result = self._results.get(block=block, timeout=None if block else 0)
+            except queue.Empty:
+                break
+            self._pending -= 1
+            results.append(result)
+        return results
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the worker after the job in progress; queued jobs are dropped. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        while True:  # drop queued jobs so the stop marker fits
+            try:
+                self._jobs.get_nowait()
+                self._pending -= 1
+            except queue.Empty:
+                break
+        self._jobs.put(_STOP)
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def __enter__(self) -> "EditWorker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _STOP:
+                return
+            try:
+                generator = torch.Generator("cpu").manual_seed(job.seed)
+                image = self.editor.edit(job.render, job.original, job.settings, generator=generator)
+                self._results.put(EditResult(job, image=image.detach().to("cpu", torch.float32)))
+            except BaseException as error:  # noqa: BLE001 (handed to the training thread, which decides)
+                self._results.put(EditResult(job, error=error))

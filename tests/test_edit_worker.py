@@ -1,0 +1,96 @@
+"""The background edit worker: order, exactly one result per job, errors, and clean shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from igs2gs.edit_worker import EditJob, EditWorker, EditWorkerError
+from igs2gs.editor import EditSettings
+
+SETTINGS = EditSettings(prompt="make it blue")
+
+
+class SlowEditor:
+    """Adds the view index to the original after a short, view-dependent delay; fails on request."""
+
+    def __init__(self, fail_on=(), delay=0.01):
+        self.fail_on, self.delay = set(fail_on), delay
+        self.seen = []
+        self.started = threading.Event()
+
+    def edit(self, renders, originals, settings, generator=None):
+        self.started.set()
+        view = int(renders[0, 0, 0, 0])
+        self.seen.append(view)
+        time.sleep(self.delay * (1 + view % 3))
+        if view in self.fail_on:
+            raise RuntimeError(f"boom on view {view}")
+        return originals + view + torch.rand(1, generator=generator)
+
+
+def job(view: int, seed: int = 0) -> EditJob:
+    return EditJob(view, torch.full((1, 3, 8, 8), float(view)), torch.zeros(1, 3, 8, 8), SETTINGS, seed=seed)
+
+
+def test_every_job_yields_one_result_in_submission_order():
+    with EditWorker(SlowEditor(), max_pending=2) as worker:
+        results = []
+        for view in range(10):
+            while not worker.can_submit:
+                results += worker.poll()
+                time.sleep(0.001)
+            worker.submit(job(view))
+            results += worker.poll()
+        results += worker.wait()
+    assert [r.job.view for r in results] == list(range(10))
+    assert all(r.error is None and r.image.device.type == "cpu" for r in results)
+    assert worker.pending == 0
+
+
+def test_poll_does_not_wait_and_results_are_seeded():
+    editor = SlowEditor(delay=0.2)
+    with EditWorker(editor) as worker:
+        worker.submit(job(1, seed=7))
+        started = time.perf_counter()
+        assert worker.poll() == []
+        assert time.perf_counter() - started < 0.1
+        first = worker.wait()[0].image
+        worker.submit(job(1, seed=7))
+        assert torch.equal(worker.wait()[0].image, first)
+
+
+def test_an_error_is_returned_with_its_job_and_the_worker_goes_on():
+    with EditWorker(SlowEditor(fail_on={3})) as worker:
+        for view in range(5):
+            worker.submit(job(view))
+        results = worker.wait()
+    assert [r.job.view for r in results] == [0, 1, 2, 3, 4]
+    assert isinstance(results[3].error, RuntimeError) and "view 3" in str(results[3].error)
+    assert all(r.error is None for i, r in enumerate(results) if i != 3)
+
+
+def test_ctrl_c_in_the_training_loop_stops_the_worker():
+    editor = SlowEditor(delay=0.05)
+    with pytest.raises(KeyboardInterrupt):
+        with EditWorker(editor, max_pending=3) as worker:
+            for view in range(3):
+                worker.submit(job(view))
+            editor.started.wait(5)
+            raise KeyboardInterrupt
+    assert not worker.alive
+    assert len(editor.seen) < 3  # queued jobs were dropped, not edited
+    with pytest.raises(EditWorkerError, match="after close"):
+        worker.submit(job(9))
+
+
+def test_close_is_idempotent_and_max_pending_is_checked():
+    worker = EditWorker(SlowEditor())
+    worker.close()
+    worker.close()
+    assert not worker.alive
+    with pytest.raises(ValueError, match="max_pending"):
+        EditWorker(SlowEditor(), max_pending=0)
