@@ -9,12 +9,12 @@ from __future__ import annotations
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from igs2gs.checkpoint_compat import allow_numpy_scalars_in_checkpoints
 from igs2gs.cpu_fallback import install_cpu_fallback
 from igs2gs.igs2gs_pipeline import IGS2GSPipelineConfig
+from igs2gs.trainer_config import IGS2GSTrainerConfig
 
 allow_numpy_scalars_in_checkpoints()
 install_cpu_fallback()
@@ -24,11 +24,12 @@ EDIT_ITERATIONS = 7500
 
 # While editing, the means learn at 1.6e-5 decaying to 1.6e-6 over the edit (splatfacto's own rate at about
 # step 15k, then its final rate). splatfacto's schedule is not restored from the checkpoint (load_scheduler
-# False): at 30k it has already decayed to 1.6e-6 and the geometry could barely follow the edits.
+# False): at 30k it has already decayed to 1.6e-6 and the geometry could barely follow the edits. An unfinished igs2gs
+# run's own schedules are restored when it is resumed (igs2gs/trainer_config.py).
 MEANS_LR = 1.6e-5
 
 igs2gs_method = MethodSpecification(
-    config=TrainerConfig(
+    config=IGS2GSTrainerConfig(  # checks --data and --load-dir, and resumes unfinished igs2gs runs
         method_name="igs2gs",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,

@@ -9,14 +9,20 @@ from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Type
 import numpy as np
 import torch
 import torch.nn.functional as F
+from nerfstudio.engine.callbacks import TrainingCallbackAttributes
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
+from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
+from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_schedule import EditRound, starts_round
 from igs2gs.editor import EditSettings, ImageEditor
 from igs2gs.igs2gs import IGS2GSModelConfig
 from igs2gs.igs2gs_datamanager import EDIT_KEY_PREFIX, IGS2GSDataManager, IGS2GSDataManagerConfig
+from igs2gs.run_keeper import RunKeeper
+from igs2gs.run_state import split_run_state
+from igs2gs.validation import announce_input_warnings, check_pipeline_options
 
 ROUND_KEY = "igs2gs_round"
 """Checkpoint key of the round state: int64 [active, cursor, rounds_started]."""
@@ -74,8 +80,14 @@ class IGS2GSPipeline(VanillaPipeline):
         local_rank: int = 0,
         grad_scaler: Optional[GradScaler] = None,
     ):
+        if test_mode == "val":  # only edits use these options; viewing and exporting never edit
+            check_pipeline_options(config)
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.edit_round = EditRound()
+        self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
+        self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
+        if test_mode == "val":
+            announce_input_warnings(config, self.datamanager.train_dataset.cameras)
         self._editor: Optional[ImageEditor] = None
         self._round_edit_seconds = 0.0
 
@@ -115,9 +127,13 @@ class IGS2GSPipeline(VanillaPipeline):
             state.update(self.datamanager.edits_state_dict())
             r = self.edit_round
             state[ROUND_KEY] = torch.tensor([int(r.active), r.cursor, r.rounds_started], dtype=torch.int64)
+            state.update(self.keeper.state_dict(self))
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: Optional[bool] = None):
+        if self.test_mode == "val":  # before loading, so another scene's checkpoint fails with a clear message
+            check_checkpoint_matches_scene(state_dict, self.datamanager.num_train_views, EDIT_KEY_PREFIX)
+        state_dict, run_state = split_run_state(state_dict)
         edits = {k: v for k, v in state_dict.items() if k.startswith(EDIT_KEY_PREFIX)}
         round_state = state_dict.get(ROUND_KEY)
         rest = {k: v for k, v in state_dict.items() if k not in edits and k != ROUND_KEY}
@@ -128,12 +144,19 @@ class IGS2GSPipeline(VanillaPipeline):
         if round_state is not None:
             active, cursor, rounds_started = (int(v) for v in round_state)
             self.edit_round = EditRound(active=bool(active), cursor=cursor, rounds_started=rounds_started)
+        self.keeper.load_state_dict(run_state)
         if edits:
             CONSOLE.log(f"igs2gs: restored {len(edits)} edited views from the checkpoint")
 
+    def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
+        self.keeper.loaded_step = step
+        super().load_pipeline(loaded_state, step)
+
     def get_train_loss_dict(self, step: int):
-        if starts_round(step, self.config.gs_steps):
+        # A round begins once at its step, also when a resumed run trains that step again.
+        if starts_round(step, self.config.gs_steps) and step > self.keeper.state.round_start_step:
             self.edit_round.begin()
+            self.keeper.round_began(self, step)
         if self.edit_round.active:
             idx = self.edit_round.cursor
             camera, data = self.datamanager.next_train_idx(idx)
@@ -142,6 +165,7 @@ class IGS2GSPipeline(VanillaPipeline):
             data["image"] = self.edit_view(idx, model_outputs["rgb"], step)
             self._round_edit_seconds += time.perf_counter() - started
             self.edit_round.advance(self.datamanager.num_train_views)
+            self.keeper.view_done(self, idx, step)
             if not self.edit_round.active:
                 self._report_round()
         else:
@@ -160,16 +184,28 @@ class IGS2GSPipeline(VanillaPipeline):
         )
         self._round_edit_seconds = 0.0
 
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes):
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        if self.test_mode == "val":  # after the model's callbacks, which re-bind the optimizers
+            callbacks += self.keeper.start(self, training_callback_attributes)
+        return callbacks
+
     @torch.no_grad()
     def edit_view(self, idx: int, render: torch.Tensor, step: int) -> torch.Tensor:
         """Edit the render [H, W, 3] of view `idx`, write it into the cache, return the cached image."""
         original = self.datamanager.original_image(idx).to(render.device)
         size = tuple(render.shape[:2])
-        edit_size = edit_resolution(*size, max_side=self.config.edit_max_side)
-        renders = resize(render.detach().permute(2, 0, 1)[None].float(), edit_size)
-        originals = resize(original.permute(2, 0, 1)[None].float(), edit_size)
-        generator = torch.Generator("cpu").manual_seed(edit_seed(self.config.seed, step))
-        edited = self.editor.edit(renders, originals, self.edit_settings(), generator=generator)
+
+        def edit_at(max_side: int) -> torch.Tensor:  # [1, 3, h, w] at most max_side px
+            edit_size = edit_resolution(*size, max_side=max_side)
+            renders = resize(render.detach().permute(2, 0, 1)[None].float(), edit_size)
+            originals = resize(original.permute(2, 0, 1)[None].float(), edit_size)
+            generator = torch.Generator("cpu").manual_seed(edit_seed(self.config.seed, step))
+            return self.editor.edit(renders, originals, self.edit_settings(), generator=generator)
+
+        edited = self.edit_guard.run(idx, edit_at, min(self.config.edit_max_side or max(size), max(size)))
+        if edited is None:  # discarded or skipped (the guard said why): the view keeps its previous image
+            return self.datamanager.cached_train[idx]["image"].to(render.device)
         edited = resize(edited, size).clamp(0, 1)
         cached = self.datamanager.write_edit(idx, edited[0].permute(1, 2, 0))
         return cached.to(render.device)

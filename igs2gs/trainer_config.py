@@ -1,0 +1,74 @@
+"""The method's `TrainerConfig`: checks `--data`, `--load-dir` and the device before the trainer is built,
+and decides whether the checkpoint is an unfinished igs2gs run to resume or a scene to start editing.
+
+- Resume (an igs2gs checkpoint saved before its run's last step): its learning-rate schedules are
+  restored (`load_scheduler` True) and the run ends at the step the interrupted run would have ended
+  at (`max_num_iterations` set to the steps left).
+- New edit (a splatfacto checkpoint, or a finished igs2gs run): the schedules are not restored
+  (`load_scheduler` False: splatfacto's are decayed, e.g. means at 1.6e-6 at 30k), and the run
+  trains `--max-num-iterations` steps after the checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from igs2gs.checkpoint_checks import check_splatfacto_checkpoint, checkpoint_step, find_checkpoint, read_checkpoint
+from igs2gs.run_state import decode_run_state
+from igs2gs.validation import check_data, check_device_exists
+
+
+@dataclass
+class IGS2GSTrainerConfig(TrainerConfig):
+    """nerfstudio's trainer config, checked before the trainer is built (see the module docstring)."""
+
+    def setup(self, **kwargs) -> Any:
+        prepare_run(self)
+        return super().setup(**kwargs)
+
+
+def prepare_run(config: TrainerConfig) -> None:
+    """Check the run's inputs (raising `IGS2GSConfigError`) and set `load_step`, `load_scheduler` and the run length."""
+    device = config.machine.device_type
+    check_device_exists(
+        torch.device(device), "--machine.device-type", "pass --machine.device-type cpu (tiny scenes only)"
+    )
+    datamanager = config.pipeline.datamanager
+    given = config.data if config.data is not None else datamanager.data
+    check_data(given if given is not None else datamanager.dataparser.data, given=given is not None)
+    path = find_checkpoint(config.load_dir, config.load_step, config.load_checkpoint)
+    checkpoint = read_checkpoint(path)
+    check_splatfacto_checkpoint(checkpoint, path)
+    if config.load_dir is not None and config.load_step is None:
+        # The step found above; nerfstudio would parse every file name in the folder to find it (and fail on others).
+        config.load_step = checkpoint_step(path)
+    choose_resume_or_new_edit(config, checkpoint, path)
+
+
+def choose_resume_or_new_edit(config: TrainerConfig, checkpoint: Mapping[str, Any], path: Path) -> None:
+    """Resume an unfinished igs2gs run, or start a new edit (see the module docstring)."""
+    step = int(checkpoint["step"])
+    state, _ = decode_run_state(checkpoint["pipeline"])
+    if state is not None and state.end_step is not None and step < state.end_step:
+        left = state.end_step - step
+        if config.max_num_iterations != left:
+            CONSOLE.log(f"igs2gs: overriding --max-num-iterations {config.max_num_iterations} with {left}")
+        config.max_num_iterations = left
+        config.load_scheduler = True
+        CONSOLE.log(
+            f"igs2gs: resuming the unfinished edit in {path}: steps {step + 1} to {state.end_step}, with its learning-"
+            "rate schedules"
+        )
+        return
+    origin = "a finished igs2gs run" if state is not None else "splatfacto"
+    config.load_scheduler = False
+    CONSOLE.log(
+        f"igs2gs: a new edit from {path} ({origin}, step {step}): {config.max_num_iterations} steps; the checkpoint's "
+        "decayed learning-rate schedules are not restored"
+    )
