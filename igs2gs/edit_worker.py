@@ -11,12 +11,11 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
-import torch
 from torch import Tensor
 
-from igs2gs.editor import EditSettings, ImageEditor
+from igs2gs.editor import EditSettings
 
 _STOP = object()
 
@@ -34,7 +33,7 @@ class EditJob:
 
 @dataclass
 class EditResult:
-    """The edit of `job` ([1, 3, H, W] on the CPU), or the exception that stopped it."""
+    """The edit of `job` ([1, 3, H, W] on the CPU; None when the edit function discarded it), or its error."""
 
     job: EditJob
     image: Optional[Tensor] = None
@@ -46,12 +45,12 @@ class EditWorkerError(RuntimeError):
 
 
 class EditWorker:
-    """Edits submitted jobs in order on a background thread. Use as a context manager, or call `close`."""
+    """Runs `edit(job)` for submitted jobs, in order, on a background thread. Use as a context manager."""
 
-    def __init__(self, editor: ImageEditor, max_pending: int = 2) -> None:
+    def __init__(self, edit: Callable[[EditJob], Optional[Tensor]], max_pending: int = 2) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
-        self.editor = editor
+        self.edit = edit
         self._jobs: "queue.Queue" = queue.Queue(maxsize=max_pending)
         self._results: "queue.Queue[EditResult]" = queue.Queue()
         self._pending = 0
@@ -125,8 +124,7 @@ class EditWorker:
             if job is _STOP:
                 return
             try:
-                generator = torch.Generator("cpu").manual_seed(job.seed)
-                image = self.editor.edit(job.render, job.original, job.settings, generator=generator)
-                self._results.put(EditResult(job, image=image.detach().to("cpu", torch.float32)))
+                image = self.edit(job)
+                self._results.put(EditResult(job, image=None if image is None else image.detach().float().cpu()))
             except BaseException as error:  # noqa: BLE001 (handed to the training thread, which decides)
                 self._results.put(EditResult(job, error=error))

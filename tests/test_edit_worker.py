@@ -32,12 +32,19 @@ class SlowEditor:
         return originals + view + torch.rand(1, generator=generator)
 
 
+def seeded(editor):
+    """The edit function the pipeline hands the worker: the editor with the job's seed."""
+    return lambda job: editor.edit(
+        job.render, job.original, job.settings, generator=torch.Generator().manual_seed(job.seed)
+    )
+
+
 def job(view: int, seed: int = 0) -> EditJob:
     return EditJob(view, torch.full((1, 3, 8, 8), float(view)), torch.zeros(1, 3, 8, 8), SETTINGS, seed=seed)
 
 
 def test_every_job_yields_one_result_in_submission_order():
-    with EditWorker(SlowEditor(), max_pending=2) as worker:
+    with EditWorker(seeded(SlowEditor()), max_pending=2) as worker:
         results = []
         for view in range(10):
             while not worker.can_submit:
@@ -53,7 +60,7 @@ def test_every_job_yields_one_result_in_submission_order():
 
 def test_poll_does_not_wait_and_results_are_seeded():
     editor = SlowEditor(delay=0.2)
-    with EditWorker(editor) as worker:
+    with EditWorker(seeded(editor)) as worker:
         worker.submit(job(1, seed=7))
         started = time.perf_counter()
         assert worker.poll() == []
@@ -64,7 +71,7 @@ def test_poll_does_not_wait_and_results_are_seeded():
 
 
 def test_an_error_is_returned_with_its_job_and_the_worker_goes_on():
-    with EditWorker(SlowEditor(fail_on={3})) as worker:
+    with EditWorker(seeded(SlowEditor(fail_on={3}))) as worker:
         for view in range(5):
             worker.submit(job(view))
         results = worker.wait()
@@ -76,7 +83,7 @@ def test_an_error_is_returned_with_its_job_and_the_worker_goes_on():
 def test_ctrl_c_in_the_training_loop_stops_the_worker():
     editor = SlowEditor(delay=0.05)
     with pytest.raises(KeyboardInterrupt):
-        with EditWorker(editor, max_pending=3) as worker:
+        with EditWorker(seeded(editor), max_pending=3) as worker:
             for view in range(3):
                 worker.submit(job(view))
             editor.started.wait(5)
@@ -88,9 +95,9 @@ def test_ctrl_c_in_the_training_loop_stops_the_worker():
 
 
 def test_close_is_idempotent_and_max_pending_is_checked():
-    worker = EditWorker(SlowEditor())
+    worker = EditWorker(seeded(SlowEditor()))
     worker.close()
     worker.close()
     assert not worker.alive
     with pytest.raises(ValueError, match="max_pending"):
-        EditWorker(SlowEditor(), max_pending=0)
+        EditWorker(seeded(SlowEditor()), max_pending=0)
