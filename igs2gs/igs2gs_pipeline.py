@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Type
 
 import numpy as np
@@ -20,9 +21,11 @@ from igs2gs.edit_schedule import EditRound, starts_round
 from igs2gs.editor import EditSettings, ImageEditor
 from igs2gs.igs2gs import IGS2GSModelConfig
 from igs2gs.igs2gs_datamanager import EDIT_KEY_PREFIX, IGS2GSDataManager, IGS2GSDataManagerConfig
+from igs2gs.round_reporter import RoundReporter
 from igs2gs.run_keeper import RunKeeper
 from igs2gs.run_state import split_run_state
 from igs2gs.validation import announce_input_warnings, check_pipeline_options
+from igs2gs.viewer_controls import EditControls
 
 ROUND_KEY = "igs2gs_round"
 """Checkpoint key of the round state: int64 [active, cursor, rounds_started]."""
@@ -88,15 +91,14 @@ class IGS2GSPipeline(VanillaPipeline):
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
         if test_mode == "val":
             announce_input_warnings(config, self.datamanager.train_dataset.cameras)
-        self._editor: Optional[ImageEditor] = None
-        self._round_edit_seconds = 0.0
+        # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
+        self.igs2gs = EditControls(config) if test_mode == "val" else None
+        self.round_reporter = RoundReporter(config.gs_steps, status=self.igs2gs.show_status if self.igs2gs else None)
 
-    @property
+    @cached_property  # a cached property: the viewer reads every other public attribute and would build it
     def editor(self) -> ImageEditor:
         """The 2D editor, built on first use."""
-        if self._editor is None:
-            self._editor = self.build_editor()
-        return self._editor
+        return self.build_editor()
 
     def build_editor(self) -> ImageEditor:
         """Load InstructPix2Pix; subclasses (tests, benchmarks) return another `ImageEditor`."""
@@ -153,21 +155,23 @@ class IGS2GSPipeline(VanillaPipeline):
         super().load_pipeline(loaded_state, step)
 
     def get_train_loss_dict(self, step: int):
+        requested = self.igs2gs is not None and self.igs2gs.take_round_request()
         # A round begins once at its step, also when a resumed run trains that step again.
-        if starts_round(step, self.config.gs_steps) and step > self.keeper.state.round_start_step:
+        if (starts_round(step, self.config.gs_steps) and step > self.keeper.state.round_start_step) or requested:
             self.edit_round.begin()
             self.keeper.round_began(self, step)
         if self.edit_round.active:
-            idx = self.edit_round.cursor
+            idx, views = self.edit_round.cursor, self.datamanager.num_train_views
             camera, data = self.datamanager.next_train_idx(idx)
             model_outputs = self._model(camera)
             started = time.perf_counter()
             data["image"] = self.edit_view(idx, model_outputs["rgb"], step)
-            self._round_edit_seconds += time.perf_counter() - started
-            self.edit_round.advance(self.datamanager.num_train_views)
+            seconds = time.perf_counter() - started
+            self.edit_round.advance(views)
             self.keeper.view_done(self, idx, step)
-            if not self.edit_round.active:
-                self._report_round()
+            self.round_reporter.view_edited(
+                self.edit_round, views, idx, model_outputs["rgb"], data["image"], seconds, step
+            )
         else:
             camera, data = self.datamanager.next_train(step)
             model_outputs = self._model(camera)
@@ -175,16 +179,12 @@ class IGS2GSPipeline(VanillaPipeline):
         loss_dict = self.model.get_loss_dict(model_outputs, data, metrics_dict)
         return model_outputs, loss_dict, metrics_dict
 
-    def _report_round(self) -> None:
-        """One line per finished round: views edited and the time they took."""
-        views, seconds = self.datamanager.num_train_views, self._round_edit_seconds
-        CONSOLE.log(
-            f"igs2gs: round {self.edit_round.rounds_started} done, {views} views edited in {seconds:.1f} s "
-            f"({1000 * seconds / views:.0f} ms per edit)"
-        )
-        self._round_edit_seconds = 0.0
-
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes):
+        trainer = training_callback_attributes.trainer
+        if trainer is not None:  # the checkpoint is loaded by now: the run's steps are known ("round k of n")
+            self.round_reporter.set_last_step(
+                getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations - 1
+            )
         callbacks = super().get_training_callbacks(training_callback_attributes)
         if self.test_mode == "val":  # after the model's callbacks, which re-bind the optimizers
             callbacks += self.keeper.start(self, training_callback_attributes)
