@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Type
 
 import numpy as np
@@ -19,6 +20,7 @@ from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_schedule import EditRound, starts_round
 from igs2gs.editor import EditSettings, ImageEditor
+from igs2gs.fast_edits import BatchedEdits, configure_editor
 from igs2gs.igs2gs import IGS2GSModelConfig
 from igs2gs.igs2gs_datamanager import EDIT_KEY_PREFIX, IGS2GSDataManager, IGS2GSDataManagerConfig
 from igs2gs.round_reporter import RoundReporter
@@ -66,6 +68,23 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     edit_max_side: int = 512
     """Views are edited at most this many pixels on their longer side (InstructPix2Pix works best at about 512 px)
     and resized back; 0 edits at full size. Sides are also rounded down to multiples of 8 for the VAE."""
+    edit_batch_size: int = 8
+    """Views edited per InstructPix2Pix call in a round (igs2gs/fast_edits.py): the round's next views are rendered
+    from the splat state of the step that reaches the first of them, each keeps the seed (so T and noise) of its own
+    step, and training still takes view k at the round's k-th step. 1 renders and edits each view at its own step,
+    as the paper does. Larger batches use the GPU better and need more memory."""
+    ip2p_fast_kernels: bool = True
+    """Channels-last convolutions and fused QKV projections in InstructPix2Pix (CUDA; the same arithmetic)."""
+    ip2p_compile: bool = True
+    """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only). The first edit of a new image size
+    compiles (about a minute); later runs load the kernels from ip2p_compile_cache."""
+    ip2p_cuda_graphs: bool = False
+    """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
+    ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
+    """Folder of compiled kernels kept between runs (TORCHINDUCTOR_CACHE_DIR wins when set); None: torch's default."""
+    ip2p_memory_savers: bool = False
+    """The original code's InstructPix2Pix placement: model CPU offload and attention slicing. Saves about 2 GB of
+    GPU memory; every edit then takes several times longer."""
 
 
 class IGS2GSPipeline(VanillaPipeline):
@@ -87,6 +106,7 @@ class IGS2GSPipeline(VanillaPipeline):
             check_pipeline_options(config)
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.edit_round = EditRound()
+        self.batched_edits = BatchedEdits()  # edits made ahead for the round's next views (edit_batch_size)
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
         if test_mode == "val":
@@ -106,9 +126,11 @@ class IGS2GSPipeline(VanillaPipeline):
 
         device = self.config.ip2p_device or self.device
         CONSOLE.log(f"igs2gs: loading InstructPix2Pix ({self.config.ip2p_model}) on {device}")
-        return load_ip2p_editor(
+        editor = load_ip2p_editor(
             self.config.ip2p_model, device=device, full_precision=self.config.ip2p_use_full_precision
         )
+        configure_editor(editor, self.config)
+        return editor
 
     def edit_settings(self) -> EditSettings:
         """The edit parameters, read from the config at every edit."""
@@ -199,6 +221,8 @@ class IGS2GSPipeline(VanillaPipeline):
         def edit_at(max_side: int) -> torch.Tensor:  # [1, 3, h, w] at most max_side px
             edit_size = edit_resolution(*size, max_side=max_side)
             renders = resize(render.detach().permute(2, 0, 1)[None].float(), edit_size)
+            if self.config.edit_batch_size > 1:  # with the round's next views, or prepared by an earlier batch
+                return self.batched_edits.edit(self, idx, step, render, edit_size, self.config.edit_batch_size)
             originals = resize(original.permute(2, 0, 1)[None].float(), edit_size)
             generator = torch.Generator("cpu").manual_seed(edit_seed(self.config.seed, step))
             return self.editor.edit(renders, originals, self.edit_settings(), generator=generator)

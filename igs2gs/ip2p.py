@@ -14,13 +14,16 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
 
+from igs2gs import ip2p_speed
+from igs2gs.ddim import add_noise, check_scheduler, combine_guidance, ddim_schedule, ddim_step, spread_schedule
 from igs2gs.editor import EditSettings
 
 if TYPE_CHECKING:
@@ -102,8 +105,14 @@ class InstructPix2PixEditor:
     float32, and `edit` returns float32.
 
     All randomness of an edit (T, the VAE posterior sample, the added noise, in that order) is
-    drawn in float32 on the CPU from `generator`, or from torch's global CPU RNG when it is None,
-    so a seed gives the same noise on every device.
+    drawn in float32 on the CPU from `generator` (or one generator per view), or from torch's
+    global CPU RNG when it is None, so a seed gives the same noise on every device.
+
+    Every view of a batch carries its own T: the DDIM update is applied per view from the
+    scheduler's own tables (`igs2gs.ddim`), so views with different T share each UNet call.
+    Speed-ups that keep what an edit computes are opt-in methods (`enable_fast_kernels`,
+    `enable_compile`); so are the original code's memory savers (`enable_model_cpu_offload`,
+    `enable_attention_slicing`), which cost speed.
     """
 
     def __init__(
@@ -129,6 +138,7 @@ class InstructPix2PixEditor:
                 f"{2 * latent_channels} (the {latent_channels} noisy latents and the {latent_channels} latents of "
                 "the original image); pass an InstructPix2Pix UNet such as timbrooks/instruct-pix2pix's"
             )
+        check_scheduler(scheduler)
         self.device = torch.device(device)
         self.dtype = dtype
         self.unet = _place(unet, self.device, dtype)
@@ -140,6 +150,17 @@ class InstructPix2PixEditor:
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._prompt_cache: dict[str, Tensor] = {}  # prompt -> [3, L, D] text embeddings
+        self._condition_cache: dict[tuple[Hashable, tuple[int, ...]], Tensor] = {}  # (view, size) -> [C, h, w]
+        # The three pieces that run on the GPU, replaced by compiled versions in `enable_compile`.
+        self._step: Callable[..., Tensor] = self.denoise_step
+        self._encode: Callable[[Tensor], tuple[Tensor, Tensor]] = self._vae_encode
+        self._decode: Callable[[Tensor], Tensor] = self._vae_decode
+        self._memory_format = torch.contiguous_format
+        self._attention_backends: Optional[list[Any]] = None
+        self._offload_hooks: list[Any] = []
+        self.pad_views_to = 0
+        """Pad every batch to at least this many views (repeats of the last, dropped after denoising), so a
+        compiled step sees one batch size and is not recompiled for a shorter last batch. 0: no padding."""
 
     # ---------------------------------------------------------------- memory savers (opt-in)
 
@@ -165,6 +186,79 @@ class InstructPix2PixEditor:
         """Forget the cached text embeddings (one [3, 77, 768] tensor per prompt seen)."""
         self._prompt_cache.clear()
 
+    def clear_condition_cache(self) -> None:
+        """Forget the cached condition latents of the original photos (one [4, h, w] tensor per view and size)."""
+        self._condition_cache.clear()
+
+    def enable_model_cpu_offload(self) -> None:
+        """The original code's memory saver: keep the models on the CPU and move each to the GPU when it runs
+        (text encoder -> UNet -> VAE, each moving the previous one back), as diffusers' pipelines do. Saves ~2 GB
+        of GPU memory; costs the UNet's 1.7 GB round trip over PCIe in every edit. CUDA only; needs accelerate."""
+        self._offload_hooks = ip2p_speed.cpu_offload_chain([self.text_encoder, self.unet, self.vae], self.device)
+
+    def disable_model_cpu_offload(self) -> None:
+        """Keep every model resident on the editor's device again (the default)."""
+        ip2p_speed.remove_offload(self._offload_hooks, [self.text_encoder, self.unet, self.vae], self.device)
+        self._offload_hooks = []
+
+    def enable_attention_slicing(self, slice_size: Union[str, int] = "auto") -> None:
+        """The original code's attention memory saver: attention over slices of the heads with explicit
+        attention matrices instead of fused SDPA. Saves attention memory; several times slower."""
+        self.unet.set_attention_slice(slice_size)
+
+    def disable_attention_slicing(self) -> None:
+        """Fused scaled-dot-product attention (SDPA) in every attention layer again (the default)."""
+        ip2p_speed.use_sdpa(self.unet)
+
+    # ---------------------------------------------------------------- speed-ups (opt-in, same computation)
+
+    def enable_fast_kernels(self, channels_last: bool = True, fuse_qkv: bool = True) -> None:
+        """Channels-last convolutions (faster cuDNN kernels on tensor cores) and fused QKV projections (one
+        matmul instead of three). The same arithmetic up to floating-point summation order."""
+        if channels_last:
+            self._memory_format = torch.channels_last
+            for module in (self.unet, self.vae):
+                module.to(memory_format=torch.channels_last)
+        if fuse_qkv:
+            ip2p_speed.fuse_qkv(self.unet)
+
+    def enable_attention_backends(self, names: Sequence[str]) -> None:
+        """Prefer these SDPA backends in this order, e.g. ("CUDNN_ATTENTION", "FLASH_ATTENTION"); torch picks the
+        first that supports the shapes. Timing option: all backends compute the same attention."""
+        self._attention_backends = ip2p_speed.sdpa_backends(names)
+
+    def _attention_context(self) -> contextlib.AbstractContextManager[Any]:
+        if self._attention_backends is None:
+            return contextlib.nullcontext()
+        return ip2p_speed.prefer_sdpa_backends(self._attention_backends)
+
+    def enable_compile(self, cuda_graphs: bool = False, vae: bool = True, cache_dir: Optional[Path] = None) -> None:
+        """torch.compile the denoising step (UNet, guidance, DDIM update) and, with `vae`, the VAE encoder and
+        decoder; with `cuda_graphs`, the step replays as a CUDA graph (mode "reduce-overhead"). Each new image size
+        or batch size compiles once (about a minute for the UNet); `cache_dir` keeps the compiled kernels on disk
+        for later runs (TORCHINDUCTOR_CACHE_DIR, unless already set). CUDA only."""
+        if self.device.type != "cuda":
+            raise ValueError(f"enable_compile needs a CUDA editor, this one runs on {self.device}; leave it off on CPU")
+        if self._offload_hooks:
+            raise ValueError("enable_compile cannot follow enable_model_cpu_offload; call disable_model_cpu_offload")
+        if cache_dir is not None:
+            ip2p_speed.use_compile_cache(cache_dir)
+        self._step = ip2p_speed.compile_step(self.denoise_step, cuda_graphs=cuda_graphs)
+        if vae:
+            self._encode = ip2p_speed.compile_step(self._vae_encode, cuda_graphs=False)
+            self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
+
+    def disable_compile(self) -> None:
+        """Run eagerly again (the default)."""
+        self._step, self._encode, self._decode = self.denoise_step, self._vae_encode, self._vae_decode
+
+    def _vae_encode(self, images: Tensor) -> tuple[Tensor, Tensor]:  # [N, 3, H, W] in [-1, 1]
+        posterior = self.vae.encode(images).latent_dist
+        return posterior.mean, posterior.std
+
+    def _vae_decode(self, latents: Tensor) -> Tensor:  # [N, C, h, w] unscaled -> [N, 3, H, W] in about [-1, 1]
+        return self.vae.decode(latents, return_dict=False)[0]
+
     # ---------------------------------------------------------------- checks
 
     def check_inputs(
@@ -172,7 +266,8 @@ class InstructPix2PixEditor:
         renders: Tensor,
         originals: Tensor,
         settings: EditSettings,
-        generator: Optional[torch.Generator] = None,
+        generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
+        view_ids: Optional[Sequence[Hashable]] = None,
     ) -> None:
         """Raise ValueError/TypeError naming the argument, the value it got and the fix."""
         for name, images in (("renders", renders), ("originals", originals)):
@@ -236,14 +331,30 @@ class InstructPix2PixEditor:
                 f"noise steps, too few to spread settings.diffusion_steps={steps} DDIM steps over [0, T); raise "
                 f"lower_bound to at least {(steps + 1) / n_train:g} or lower diffusion_steps"
             )
-        if generator is not None:
-            if not isinstance(generator, torch.Generator):
-                raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-            if generator.device.type != "cpu":
+        batch = renders.shape[0]
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != batch:
                 raise ValueError(
-                    f"generator must be a CPU generator, got one on {generator.device}; noise is drawn on the CPU so "
+                    f"generator holds {len(generator)} generators for {batch} views; pass one per view "
+                    "(or a single generator, which draws one T for the whole batch)"
+                )
+            generators = list(generator)
+        elif generator is None or isinstance(generator, torch.Generator):
+            generators = [generator] if generator is not None else []
+        else:
+            raise TypeError(
+                f"generator must be a torch.Generator, a list of them or None, got {type(generator).__name__}"
+            )
+        for g in generators:
+            if not isinstance(g, torch.Generator):
+                raise TypeError(f"generator must be a torch.Generator or None, got {type(g).__name__}")
+            if g.device.type != "cpu":
+                raise ValueError(
+                    f"generator must be a CPU generator, got one on {g.device}; noise is drawn on the CPU so "
                     "every device gets the same edit: pass torch.Generator('cpu').manual_seed(seed)"
                 )
+        if view_ids is not None and len(view_ids) != batch:
+            raise ValueError(f"view_ids holds {len(view_ids)} ids for {batch} views; pass one id per view or None")
 
     # ---------------------------------------------------------------- pieces of the edit
 
@@ -263,7 +374,7 @@ class InstructPix2PixEditor:
             [prompt, ""], padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
         )
         embeddings = self.text_encoder(tokens.input_ids.to(self.device))[0]  # [2, L, D]
-        embeddings = embeddings[[0, 1, 1]].to(self.dtype)  # [prompt, "", ""]
+        embeddings = embeddings[[0, 1, 1]].to(device=self.device, dtype=self.dtype)  # [prompt, "", ""]
         self._prompt_cache[prompt] = embeddings
         return embeddings
 
@@ -273,33 +384,87 @@ class InstructPix2PixEditor:
         high = int(settings.upper_bound * self.num_train_timesteps)
         return int(torch.randint(low, high + 1, (1,), generator=generator, device="cpu"))
 
-    @contextlib.contextmanager
-    def timestep_schedule(self, T: int, steps: int) -> Iterator[Tensor]:
-        """Spread `steps` DDIM steps over [0, T) for the duration of the block; yield the timesteps.
+    def timestep_schedule(self, T: int, steps: int) -> contextlib.AbstractContextManager[Tensor]:
+        """Spread `steps` DDIM steps over [0, T) for the duration of the block; yield the timesteps
+        (see `igs2gs.ddim.spread_schedule`; the scheduler's config is restored on exit)."""
+        return spread_schedule(self.scheduler, T, steps, device=self.device)
 
-        As the original code does, the scheduler is told it was trained on T steps, so both
-        `set_timesteps` and `step` (which goes back T // steps each time) work on [0, T), while
-        its betas and alphas stay those of the full schedule. The config is restored on exit, so
-        the next edit (and `num_train_timesteps`) starts from the full schedule again.
+    def draw_noise(
+        self,
+        settings: EditSettings,
+        latent_shape: tuple[int, ...],  # [B, C, h, w]
+        generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
+    ) -> EditNoise:
+        """All randomness of an edit, drawn in float32 on the CPU: T, then the VAE sample noise, then the added noise.
+
+        One generator (or None: the global CPU RNG) draws one T for the whole batch and then each noise tensor for
+        all views at once. A sequence holds one generator per view, and each view draws its own T and noise from
+        its own generator in that order, so a view's edit does not depend on the views batched with it.
         """
-        if not 0 < steps < T <= self.num_train_timesteps:
-            raise ValueError(
-                f"need 0 < steps < T <= {self.num_train_timesteps}, got steps={steps}, T={T}; "
-                "check EditSettings.lower_bound and diffusion_steps"
-            )
-        # The original assigned `scheduler.config.num_train_timesteps = T`. On diffusers 0.42 that sets only an
-        # attribute of the FrozenDict, leaving its dict entry (what save_config and dict(config) see) at 1000;
-        # register_to_config replaces the whole config, so both agree.
-        self.scheduler.register_to_config(num_train_timesteps=int(T))
-        try:
-            self.scheduler.set_timesteps(steps, device=self.device)
-            yield self.scheduler.timesteps
-        finally:
-            self.scheduler.register_to_config(num_train_timesteps=self.num_train_timesteps)
+        if generator is None or isinstance(generator, torch.Generator):
+            T = self.draw_T(settings, generator)
+            vae_noise = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
+            noise = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
+            return EditNoise([T] * latent_shape[0], vae_noise, noise)
+        Ts, vae_noises, noises = [], [], []
+        for g in generator:
+            Ts.append(self.draw_T(settings, g))
+            vae_noises.append(torch.randn((1, *latent_shape[1:]), generator=g, dtype=torch.float32))
+            noises.append(torch.randn((1, *latent_shape[1:]), generator=g, dtype=torch.float32))
+        return EditNoise(Ts, torch.cat(vae_noises), torch.cat(noises))
 
-    def _randn(self, shape: tuple[int, ...], generator: Optional[torch.Generator]) -> Tensor:
-        """Standard normal noise drawn in float32 on the CPU, moved to the editor's device."""
-        return torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32).to(self.device)
+    def _vae_chunks(self, batch: int) -> int:
+        """Images per VAE call: one with VAE slicing, the whole batch otherwise."""
+        return 1 if getattr(self.vae, "use_slicing", False) else batch
+
+    def encode_images(self, images: Tensor) -> tuple[Tensor, Tensor]:  # [B, 3, H, W] in [0, 1] -> 2 x [B, C, h, w]
+        """Mean and standard deviation of the VAE posterior (float32), in chunks (see `enable_vae_slicing`)."""
+        images = images.to(device=self.device, dtype=self.dtype) * 2 - 1
+        means, stds = [], []
+        for chunk in images.split(self._vae_chunks(images.shape[0])):
+            mean, std = self._encode(chunk.contiguous(memory_format=self._memory_format))
+            means.append(mean.float())
+            stds.append(std.float())
+        return torch.cat(means), torch.cat(stds)
+
+    def decode_latents(self, latents: Tensor) -> Tensor:  # [B, C, h, w] scaled latents -> [B, 3, H, W] in [0, 1]
+        """Decode (in chunks, see `enable_vae_slicing`) and map to [0, 1], float32."""
+        latents = (latents / self.vae.config.scaling_factor).to(self.dtype)
+        decoded = [self._decode(chunk.contiguous(memory_format=self._memory_format)).float() for chunk in
+                   latents.split(self._vae_chunks(latents.shape[0]))]  # fmt: skip
+        return (torch.cat(decoded) / 2 + 0.5).clamp(0, 1)
+
+    def condition_latents(self, originals: Tensor, view_ids: Optional[Sequence[Hashable]] = None) -> Tensor:
+        """Image condition of each view: the VAE posterior mode of its original photo, unscaled ([B, C, h, w]).
+
+        With `view_ids` the latents are cached per (view id, size): an original photo never changes during a run,
+        so each is encoded once (`clear_condition_cache` forgets them, e.g. for another scene).
+        """
+        size = tuple(originals.shape[-2:])
+        keys = [(view_id, size) for view_id in view_ids] if view_ids is not None else None
+        if keys is not None and all(key in self._condition_cache for key in keys):
+            return torch.stack([self._condition_cache[key] for key in keys])
+        condition = self.encode_images(originals)[0].to(self.dtype)  # the mode of a Gaussian is its mean
+        if keys is not None:
+            self._condition_cache.update({key: latent for key, latent in zip(keys, condition)})
+        return condition
+
+    def denoise_step(
+        self,
+        latents: Tensor,  # [B, C, h, w] float32 x_t
+        condition: Tensor,  # [3B, C, h, w] image condition of the branches: [c, c, 0]
+        text: Tensor,  # [3B, L, D] text embeddings of the branches: [prompt, "", ""]
+        timesteps: Tensor,  # [3B] int64 timestep of each UNet sample
+        guidance: Tensor,  # [2] float32 (s_text, s_img)
+        factors: Tensor,  # [4, B] float32 DDIM factors of this step (see DDIMSchedule)
+        clip_sample: float,
+    ) -> Tensor:  # [B, C, h, w] x_prev
+        """One denoising step of every view: the three UNet branches in one call, the guidance, the DDIM update."""
+        noisy = torch.cat([latents] * 3).to(self.dtype)  # DDIM's scale_model_input is the identity
+        unet_input = torch.cat([noisy, condition], dim=1).contiguous(memory_format=self._memory_format)
+        eps = self.unet(unet_input, timesteps, encoder_hidden_states=text, return_dict=False)[0]
+        eps = combine_guidance(eps, guidance[0], guidance[1])
+        return ddim_step(eps, latents, *factors, clip_sample=clip_sample)
 
     # ---------------------------------------------------------------- the edit
 
@@ -309,53 +474,68 @@ class InstructPix2PixEditor:
         renders: Tensor,  # [B, 3, H, W] in [0, 1]
         originals: Tensor,  # [B, 3, H, W] in [0, 1]
         settings: EditSettings,
-        generator: Optional[torch.Generator] = None,
+        generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
+        view_ids: Optional[Sequence[Hashable]] = None,
     ) -> Tensor:  # [B, 3, H, W] in [0, 1], float32, on the renders' device
         """Edit the renders towards `settings.prompt`, conditioned on the original photos.
 
-        One T is drawn per call and shared by the whole batch (the original edits one view per
-        call, so each of its views gets its own T; call once per view to keep that).
+        `generator`: one CPU generator draws one T shared by the batch; a sequence of B generators gives each view
+        its own T and noise, so a batched edit equals the views' separate edits (see `draw_noise`). `view_ids`
+        (optional, one per view) caches the condition latents of the originals (see `condition_latents`).
         """
         # 0. Check inputs
-        self.check_inputs(renders, originals, settings, generator)
-        batch = renders.shape[0]
-        text_guidance, image_guidance = float(settings.guidance_scale), float(settings.image_guidance_scale)
+        self.check_inputs(renders, originals, settings, generator, view_ids)
+        batch, steps = renders.shape[0], settings.diffusion_steps
+        factor, channels = self.vae_scale_factor, int(self.vae.config.latent_channels)
+        latent_shape = (batch, channels, renders.shape[-2] // factor, renders.shape[-1] // factor)
 
-        # 1. Encode the prompt: [prompt] x B, [""] x B, [""] x B
-        text = self.encode_prompt(settings.prompt).repeat_interleave(batch, dim=0)  # [3B, L, D]
+        # 1. Draw T, the VAE sample noise and the added noise (CPU, float32)
+        draws = self.draw_noise(settings, latent_shape, generator)
 
-        # 2. Draw T (the first draw of the generator)
-        T = self.draw_T(settings, generator)
+        # 2. Encode the renders (posterior sample, scaled) and the originals (posterior mode, unscaled; cached)
+        mean, std = self.encode_images(renders)
+        latents = (mean + std * draws.vae_noise.to(self.device)) * self.vae.config.scaling_factor
+        condition = self.condition_latents(originals, view_ids)
 
-        # 3. Encode renders (posterior sample, scaled) and originals (posterior mode, unscaled) in one VAE call
-        images = torch.cat([x.to(device=self.device, dtype=self.dtype) for x in (renders, originals)])  # [2B, 3, H, W]
-        images = images * 2 - 1
-        posterior = self.vae.encode(images).latent_dist
-        mean, std = posterior.mean.float(), posterior.std.float()  # [2B, 4, h, w]
-        noise_vae = self._randn(tuple(mean[:batch].shape), generator)
-        # = latent_dist.sample(generator), with the noise drawn in float32 on the CPU for every device
-        latents = (mean[:batch] + std[:batch] * noise_vae) * self.vae.config.scaling_factor  # [B, 4, h, w]
-        condition = posterior.mode()[batch:].to(self.dtype)  # [B, 4, h, w]
-        condition = torch.cat([condition, condition, torch.zeros_like(condition)])  # [3B, 4, h, w]: [c, c, 0]
+        # 3. Each view's DDIM schedule over [0, T); pad the batch to the compiled size (padding views are dropped)
+        pad = max(0, self.pad_views_to - batch)
+        Ts = draws.Ts + draws.Ts[-1:] * pad
+        schedule = ddim_schedule(self.scheduler, Ts, steps).to(self.device)
+        latents, condition, noise = (_pad(x, pad) for x in (latents, condition, draws.noise.to(self.device)))
+        views = batch + pad
 
-        with self.timestep_schedule(T, settings.diffusion_steps) as timesteps:
-            # 4. Add noise at the first timestep
-            noise = self._randn(tuple(latents.shape), generator)
-            latents = self.scheduler.add_noise(latents, noise, timesteps[:1])
+        # 4. Add noise at each view's first timestep
+        latents = add_noise(latents, noise, schedule.sqrt_alpha[0], schedule.sqrt_one_minus_alpha[0])
 
-            # 5. Denoise, three branches in one UNet call per step
-            for t in timesteps:
-                noisy = self.scheduler.scale_model_input(torch.cat([latents] * 3), t)  # [3B, 4, h, w]
-                unet_input = torch.cat([noisy.to(self.dtype), condition], dim=1)  # [3B, 8, h, w]
-                eps = self.unet(unet_input, t, encoder_hidden_states=text, return_dict=False)[0].float()
-                eps_text_image, eps_image, eps_none = eps.chunk(3)
-                eps = eps_none + text_guidance * (eps_text_image - eps_image) + image_guidance * (eps_image - eps_none)
-                latents = self.scheduler.step(eps, t, latents, return_dict=False)[0]
+        # 5. Denoise, three branches [text + image, image, none] per view in one UNet call per step
+        text = self.encode_prompt(settings.prompt).repeat_interleave(views, dim=0)  # [3B, L, D]
+        condition = torch.cat([condition, condition, torch.zeros_like(condition)])  # [3B, C, h, w]
+        guidance = torch.tensor([settings.guidance_scale, settings.image_guidance_scale], device=self.device)
+        timesteps = schedule.timesteps.repeat(1, 3)  # [S, 3B]
+        factors = torch.stack([getattr(schedule, name) for name in _FACTORS], dim=1)  # [S, 4, B]
+        with self._attention_context():
+            for k in range(steps):
+                latents = self._step(latents, condition, text, timesteps[k], guidance, factors[k], schedule.clip_sample)
 
-        # 6. Decode and map to [0, 1]
-        decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype), return_dict=False)[0]
-        edited = (decoded.float() / 2 + 0.5).clamp(0, 1)
-        return edited.to(renders.device)
+        # 6. Decode the real views and map to [0, 1]
+        return self.decode_latents(latents[:batch]).to(renders.device)
+
+
+_FACTORS = ("sqrt_alpha", "sqrt_one_minus_alpha", "sqrt_alpha_prev", "sqrt_one_minus_alpha_prev")
+
+
+@dataclass
+class EditNoise:
+    """The random draws of one edit (see `InstructPix2PixEditor.draw_noise`)."""
+
+    Ts: list[int]  # per view
+    vae_noise: Tensor  # [B, C, h, w] float32, CPU: the VAE posterior sample
+    noise: Tensor  # [B, C, h, w] float32, CPU: the noise added at the first timestep
+
+
+def _pad(x: Tensor, pad: int) -> Tensor:
+    """Repeat the last view `pad` times along dim 0."""
+    return torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]) if pad else x
 
 
 # -------------------------------------------------------------------- loading and saving

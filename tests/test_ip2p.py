@@ -97,18 +97,22 @@ def reference_text_embeddings(parts: dict[str, Any], prompt: str) -> torch.Tenso
 
 
 @pytest.mark.parametrize("text_scale, image_scale", [(12.5, 1.5), (7.0, 2.0)])
-def test_three_branch_guidance(parts: dict[str, Any], text_scale: float, image_scale: float) -> None:
+def test_three_branch_guidance(
+    parts: dict[str, Any], text_scale: float, image_scale: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import igs2gs.ip2p
+
     values = (1.0, 0.25, -0.5)  # eps_text_image, eps_image, eps_none
     stub = BranchStubUNet(values)
     editor = make_editor(parts, unet=stub)
     step_inputs: list[torch.Tensor] = []
-    step = editor.scheduler.step
+    step = igs2gs.ip2p.ddim_step
 
-    def recording_step(model_output, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        step_inputs.append(model_output.clone())
-        return step(model_output, *args, **kwargs)
+    def recording_step(eps, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        step_inputs.append(eps.clone())
+        return step(eps, *args, **kwargs)
 
-    editor.scheduler.step = recording_step
+    monkeypatch.setattr(igs2gs.ip2p, "ddim_step", recording_step)
     renders, originals = images(batch=2)
     settings = EditSettings(PROMPT, guidance_scale=text_scale, image_guidance_scale=image_scale, diffusion_steps=5)
     editor.edit(renders, originals, settings, generator=seeded(0))
@@ -145,8 +149,9 @@ def test_timesteps_lie_in_zero_to_T_and_T_is_shared(parts: dict[str, Any]) -> No
     settings = EditSettings(PROMPT, diffusion_steps=20)
     editor.edit(*images(batch=3), settings, generator=seeded(7))
     T = editor.draw_T(settings, seeded(7))  # T is documented as the generator's first draw
-    timesteps = [int(t) for _, t, _ in stub.calls]
-    assert all(torch.as_tensor(t).numel() == 1 for _, t, _ in stub.calls)  # one T for the whole batch
+    # one timestep per UNet sample ([3B]), all equal: one T for the whole batch with one generator
+    assert all(t.shape == (9,) and bool((t == t[0]).all()) for _, t, _ in stub.calls)
+    timesteps = [int(t[0]) for _, t, _ in stub.calls]
     assert len(timesteps) == 20
     assert all(0 <= t < T for t in timesteps), (T, timesteps)
     assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == 20, timesteps
@@ -169,7 +174,7 @@ def test_latent_path_from_documented_draws(parts: dict[str, Any]) -> None:
     latents = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g)) * sf
     noise = torch.randn(latents.shape, generator=g)
     alphas = editor.scheduler.alphas_cumprod.cpu()
-    t0 = int(stub.calls[0][1])
+    t0 = int(stub.calls[0][1][0])
     noisy = alphas[t0].sqrt() * latents + (1 - alphas[t0]).sqrt() * noise
     torch.testing.assert_close(stub.calls[0][0][:2, :4], noisy, rtol=1e-4, atol=1e-4)
 
@@ -280,6 +285,123 @@ def test_editor_is_an_image_editor(editor: InstructPix2PixEditor) -> None:
     assert editor.vae_scale_factor == 8 and editor.num_train_timesteps == 1000
 
 
+# ------------------------------------------------------------------------------------ batched and cached edits
+
+
+def generators(seeds: list[int]) -> list[torch.Generator]:
+    return [seeded(s) for s in seeds]
+
+
+def test_batched_views_equal_their_separate_edits(editor: InstructPix2PixEditor) -> None:
+    renders, originals = images(batch=3, seed=4)
+    settings = EditSettings(PROMPT, diffusion_steps=6)
+    batched = editor.edit(renders, originals, settings, generator=generators([10, 11, 12]))
+    for view, seed in enumerate([10, 11, 12]):
+        single = editor.edit(renders[view : view + 1], originals[view : view + 1], settings, generator=seeded(seed))
+        torch.testing.assert_close(batched[view : view + 1], single, rtol=1e-4, atol=1e-5)
+    # each view drew its own T (different seeds give different T here)
+    Ts = [editor.draw_T(settings, seeded(s)) for s in (10, 11, 12)]
+    assert len(set(Ts)) == 3, Ts
+
+
+def test_each_view_gets_its_own_timesteps(parts: dict[str, Any]) -> None:
+    stub = BranchStubUNet((0.0, 0.0, 0.0))
+    editor = make_editor(parts, unet=stub)
+    settings = EditSettings(PROMPT, diffusion_steps=5)
+    editor.edit(*images(batch=2), settings, generator=generators([1, 2]))
+    Ts = [editor.draw_T(settings, seeded(s)) for s in (1, 2)]
+    for view, T in enumerate(Ts):
+        with editor.timestep_schedule(T, 5) as reference:
+            # the UNet batch is [text+image x B, image x B, none x B]: view v sits at v, B + v and 2B + v
+            for branch in range(3):
+                got = [int(t[branch * 2 + view]) for _, t, _ in stub.calls]
+                assert got == reference.tolist(), (view, branch, got)
+
+
+def test_one_generator_per_view_of_one_view_equals_one_generator(editor: InstructPix2PixEditor) -> None:
+    renders, originals = images(batch=1, seed=5)
+    settings = EditSettings(PROMPT, diffusion_steps=4)
+    torch.testing.assert_close(
+        editor.edit(renders, originals, settings, generator=[seeded(3)]),
+        editor.edit(renders, originals, settings, generator=seeded(3)),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_cached_condition_latents_equal_fresh_ones(editor: InstructPix2PixEditor) -> None:
+    renders, originals = images(batch=2, seed=6)
+    settings = EditSettings(PROMPT, diffusion_steps=4)
+    fresh = editor.condition_latents(originals)
+    first = editor.condition_latents(originals, view_ids=[7, 8])
+    torch.testing.assert_close(first, fresh, rtol=0, atol=0)
+    encodes: list[int] = []
+    handle = editor.vae.encoder.register_forward_hook(lambda module, args, out: encodes.append(args[0].shape[0]))
+    try:
+        cached_edit = editor.edit(renders, originals, settings, generator=seeded(0), view_ids=[7, 8])
+        assert encodes == [2], encodes  # only the renders were encoded: the originals came from the cache
+        encodes.clear()
+        plain_edit = editor.edit(renders, originals, settings, generator=seeded(0))
+        assert encodes == [2, 2], encodes
+    finally:
+        handle.remove()
+    torch.testing.assert_close(cached_edit, plain_edit, rtol=0, atol=0)
+    # the cache holds each view once per size; a view in another batch position is found too
+    torch.testing.assert_close(editor.condition_latents(originals.flip(0), view_ids=[8, 7]), fresh.flip(0))
+    editor.clear_condition_cache()
+    assert not editor._condition_cache
+
+
+def test_padding_to_a_fixed_batch_changes_nothing(editor: InstructPix2PixEditor) -> None:
+    renders, originals = images(batch=3, seed=7)
+    settings = EditSettings(PROMPT, diffusion_steps=4)
+    plain = editor.edit(renders, originals, settings, generator=generators([1, 2, 3]))
+    editor.pad_views_to = 5
+    padded = editor.edit(renders, originals, settings, generator=generators([1, 2, 3]))
+    assert padded.shape == plain.shape
+    torch.testing.assert_close(padded, plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("slicing", [False, True])
+def test_vae_slicing_changes_nothing(editor: InstructPix2PixEditor, slicing: bool) -> None:
+    renders, originals = images(batch=3, seed=8)
+    settings = EditSettings(PROMPT, diffusion_steps=3)
+    plain = editor.edit(renders, originals, settings, generator=seeded(2))
+    if slicing:
+        editor.enable_vae_slicing()
+    torch.testing.assert_close(
+        editor.edit(renders, originals, settings, generator=seeded(2)), plain, rtol=1e-4, atol=1e-5
+    )
+    editor.disable_vae_slicing()
+
+
+def test_fast_kernels_and_attention_slicing_compute_the_same_edit(parts: dict[str, Any]) -> None:
+    renders, originals = images(batch=2, seed=9)
+    settings = EditSettings(PROMPT, diffusion_steps=4)
+    reference = make_editor(parts).edit(renders, originals, settings, generator=generators([4, 5]))
+    fast = make_editor(tiny_components(seed=0))
+    fast.enable_fast_kernels()
+    torch.testing.assert_close(
+        fast.edit(renders, originals, settings, generator=generators([4, 5])), reference, rtol=1e-4, atol=1e-5
+    )
+    sliced = make_editor(tiny_components(seed=0))
+    sliced.enable_attention_slicing()
+    torch.testing.assert_close(
+        sliced.edit(renders, originals, settings, generator=generators([4, 5])), reference, rtol=1e-4, atol=1e-5
+    )
+    sliced.disable_attention_slicing()
+    torch.testing.assert_close(
+        sliced.edit(renders, originals, settings, generator=generators([4, 5])), reference, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_compile_and_offload_are_cuda_only(editor: InstructPix2PixEditor) -> None:
+    with pytest.raises(ValueError, match="enable_compile needs a CUDA editor.*leave it off on CPU"):
+        editor.enable_compile()
+    with pytest.raises(ValueError, match="model CPU offload moves models to a CUDA device"):
+        editor.enable_model_cpu_offload()
+
+
 # ------------------------------------------------------------------------------------ input checks
 
 _R, _O = images(1)
@@ -336,8 +458,14 @@ def test_settings_checks(
 
 
 def test_generator_check(editor: InstructPix2PixEditor) -> None:
-    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+    with pytest.raises(TypeError, match="generator must be a torch.Generator, a list of them or None, got int"):
         editor.edit(_R, _O, EditSettings(PROMPT), generator=42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="generator holds 2 generators for 1 views; pass one per view"):
+        editor.edit(_R, _O, EditSettings(PROMPT), generator=[seeded(0), seeded(1)])
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        editor.edit(_R, _O, EditSettings(PROMPT), generator=[3])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="view_ids holds 2 ids for 1 views"):
+        editor.edit(_R, _O, EditSettings(PROMPT), generator=seeded(0), view_ids=[0, 1])
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"CPU generator.*torch.Generator\('cpu'\)"):
             editor.edit(_R, _O, EditSettings(PROMPT), generator=torch.Generator("cuda"))

@@ -1,0 +1,157 @@
+"""The default igs2gs edit of bear end to end on one GPU: the original's configuration against ours.
+
+1. `ns-train splatfacto` on bear for --splatfacto-steps steps, in this run; its checkpoint is relabelled as
+   step 29,999 so that igs2gs continues as from a fully trained scene (benchmarks/e2e_common.py).
+2. Each configuration runs in its own process, as ns-train would, with the default igs2gs config (7,500 steps,
+   3 rounds of every training view, vis viewer) and a random-weight InstructPix2Pix of the real architecture:
+   - `ours`: the defaults; the whole run is timed (compilation included, cold unless the cache has it).
+   - `original`: the original's configuration (model CPU offload, attention slicing, one view per edit,
+     condition encoded every edit, nerfstudio's plain training step). Its ~13-minute run does not fit a
+     lease, so a slice is timed (--original-edits edits of the first round, then --original-plain plain
+     steps) and the default run is extrapolated: start-up + model load + 261 edit steps + 7,239 plain steps.
+   - `ours-1024`: ours on bear upscaled to 1024 px (one round + 100 steps, compile off): peak memory.
+
+    python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+STARTED = time.perf_counter()
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.e2e_common import (  # noqa: E402
+    Timings,
+    child_result,
+    igs2gs_trainer,
+    make_checkpoint,
+    nerfstudio_training_step,
+    run_children,
+    timed_train,
+    upscaled_scene,
+    write_child_record,
+)
+
+DEFAULT_STEPS, ROUNDS = 7500, 3
+
+ORIGINAL = {
+    "ip2p_memory_savers": True,
+    "edit_batch_size": 1,
+    "ip2p_compile": False,
+    "ip2p_fast_kernels": False,
+    "model": {"fused_adam": False},
+}
+"""Pipeline options that give the original's InstructPix2Pix placement and one view per edit."""
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
+    if name == "ours":
+        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model)
+        timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
+        train_s = timed_train(trainer, args.ours_steps)
+    elif name == "original":
+        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **ORIGINAL)
+        timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
+        with nerfstudio_training_step(trainer):
+            train_s = timed_train(trainer, args.original_edits)
+            rnd = trainer.pipeline.edit_round
+            rnd.active, rnd.cursor = False, 0  # the slice's round ends here; plain steps follow
+            trainer._start_step = trainer.step + 1
+            train_s += timed_train(trainer, args.original_plain)
+    elif name == "ours-1024":
+        data = upscaled_scene(args.data, Path("/tmp/igs2gs-bench/bear-1024"))
+        trainer = igs2gs_trainer(data, args.load_dir, out, args.ip2p_model, ip2p_compile=False)
+        timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
+        train_s = timed_train(trainer, trainer.pipeline.datamanager.num_train_views + 100)
+        image = trainer.pipeline.datamanager.cached_train[0]["image"]
+        setup_s_note = {"image_size": list(image.shape[:2])}
+    else:
+        raise SystemExit(f"unknown run {name!r}")
+    extra: dict[str, Any] = {"setup_s": setup_s}
+    if name == "ours-1024":
+        extra.update(setup_s_note)
+    write_child_record(name, child_result(name, trainer, timings, STARTED, train_s, **extra))
+    del torch
+
+
+def extrapolate(record: dict, steps: int = DEFAULT_STEPS, rounds: int = ROUNDS) -> Optional[dict]:
+    """The default run's wall time from a slice: start-up + first-edit overhead + edit steps + plain steps."""
+    if record.get("failed") or not record.get("edit_calls"):
+        return None
+    views = record["train_views"]
+    n_edit_steps = record["edit_calls"]  # edit_view runs at every step of a round
+    later_edit_steps = (record["edit_step_s_total"] - record["first_edit_step_s"]) / max(1, n_edit_steps - 1)
+    edit_steps = rounds * views
+    total = (
+        record["process_to_train_start_s"]
+        + record["first_edit_step_s"]
+        + (edit_steps - 1) * later_edit_steps
+        + (steps - edit_steps) * record["plain_step_ms_mean"] / 1000
+    )
+    return {
+        "edit_step_s_mean_after_first": later_edit_steps,
+        "edit_s": record["first_edit_step_s"] + (edit_steps - 1) * later_edit_steps,
+        "plain_s": (steps - edit_steps) * record["plain_step_ms_mean"] / 1000,
+        "total_s": total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--ip2p-model", required=True)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/igs2gs-bench/out"))
+    parser.add_argument("--runs", default="ours,original")
+    parser.add_argument("--load-dir", type=Path, help="a relabelled checkpoint folder (default: made here)")
+    parser.add_argument("--splatfacto-steps", type=int, default=2000)
+    parser.add_argument("--ours-steps", type=int, help="shorten ours (default: the config's 7,500)")
+    parser.add_argument("--original-edits", type=int, default=10)
+    parser.add_argument("--original-plain", type=int, default=300)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {}
+    if args.load_dir is None:
+        args.load_dir, record["splatfacto_s"] = make_checkpoint(
+            args.data, Path("/tmp/igs2gs-bench/ckpt"), args.splatfacto_steps, args.out / "splatfacto.log"
+        )
+    passthrough = ["--data", str(args.data), "--ip2p-model", args.ip2p_model, "--load-dir", str(args.load_dir)]
+    passthrough += ["--original-edits", str(args.original_edits), "--original-plain", str(args.original_plain)]
+    if args.ours_steps:
+        passthrough += ["--ours-steps", str(args.ours_steps)]
+    record["runs"] = run_children(Path(__file__), args.runs.split(","), passthrough, args.out)
+    for run in record["runs"].values():
+        run["extrapolated_default_run"] = extrapolate(run)
+    (args.out / "bench_e2e.json").write_text(json.dumps(record, indent=2, default=str))
+    print_table(record)
+
+
+def print_table(record: dict) -> None:
+    print(f"\n{'run':10s} {'wall s':>7s} {'setup s':>7s} {'edit s':>7s} {'1st edit':>8s} {'plain ms':>8s} "
+          f"{'peak GiB':>8s} {'default run s (extrap.)':>24s}")  # fmt: skip
+    for name, r in record["runs"].items():
+        if r.get("failed"):
+            print(f"{name:10s} failed")
+            continue
+        ex = r.get("extrapolated_default_run") or {}
+        print(f"{name:10s} {r['wall_s']:7.1f} {r['process_to_train_start_s']:7.1f} {r['edit_s_total']:7.1f} "
+              f"{r['first_edit_s'] or 0:8.1f} {r['plain_step_ms_mean'] or 0:8.2f} {r['peak_gpu_allocated_gib']:8.2f} "
+              f"{ex.get('total_s', 0):24.1f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

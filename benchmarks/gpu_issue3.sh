@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU runs of the fast-edits issue, on a lent machine with the bundle in .gpu (see ../shared/gpu/README.md).
+# STAGES picks what runs, in this order (default: all):
+#   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN)
+#   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
+#   profile     benchmarks/profile_train_step.py on that checkpoint
+#   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS)
+#   consistency benchmarks/bench_consistency.py
+# The compile cache (~/.cache/igs2gs/torchinductor) is restored from .gpu/inductor.tar.gz when present and
+# written back to $OUT/inductor.tar.gz at the end.
+set -uo pipefail
+STAGES=${STAGES:-edit,checkpoint,profile,e2e,consistency}
+has() { [[ ",$STAGES," == *",$1,"* ]]; }
+source .gpu/setup.sh >"$OUT/run.log" 2>&1 || { tail -20 "$OUT/run.log"; exit 1; }
+python3 .gpu/random_backbones.py >>"$OUT/run.log" 2>&1
+export PYTHONPATH="$PWD:$PWD/.gpu/stubs:$PYTHONPATH" NERFSTUDIO_METHOD_CONFIGS="igs2gs=igs2gs.igs2gs_config:igs2gs_method"
+CACHE=~/.cache/igs2gs
+mkdir -p $CACHE
+if [ -f .gpu/inductor.tar.gz ] && [ -z "${COLD_CACHE:-}" ]; then tar xzf .gpu/inductor.tar.gz -C $CACHE; echo "compile cache restored" | tee -a "$OUT/run.log"; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee -a "$OUT/run.log"
+git log -1 --format='commit %H %cd' | tee -a "$OUT/run.log"
+CKPT=/tmp/igs2gs-bench/ckpt/trained/nerfstudio_models
+SECONDS=0
+if has edit; then
+  python3 benchmarks/bench_edit.py --arch .gpu/models/ip2p-sd15-arch --out "$OUT/bench_edit.json" \
+    --variants "${BENCH_EDIT_VARIANTS:-original,resident,batch8,batch8-cudnn,batch16,batch8-compiled}" \
+    --breakdown "${BENCH_EDIT_BREAKDOWN:-batch8,batch8-compiled}" 2>&1 | tee -a "$OUT/run.log"
+  echo "== edit stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has checkpoint; then
+  python3 -c "
+from pathlib import Path; from benchmarks.e2e_common import make_checkpoint
+print(make_checkpoint(Path('.gpu/data/bear'), Path('/tmp/igs2gs-bench/ckpt'), 2000, Path('/tmp/splatfacto.log')))" \
+    2>&1 | tail -3 | tee -a "$OUT/run.log"
+  echo "== checkpoint stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has profile; then
+  timeout 150 python3 benchmarks/profile_train_step.py --data .gpu/data/bear --load-dir $CKPT --out "$OUT" \
+    --steps "${PROFILE_STEPS:-150}" 2>&1 | grep -v Warning | tail -40 | tee -a "$OUT/run.log"
+  echo "== profile stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has e2e || has consistency; then
+  [ -d /tmp/ip2p-arch ] || python3 benchmarks/make_random_ip2p.py /tmp/ip2p-arch --arch .gpu/models/ip2p-sd15-arch \
+    --device cuda --dtype float16 2>&1 | tail -1 | tee -a "$OUT/run.log"
+fi
+if has e2e; then
+  python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
+    --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original,ours-1024}" ${E2E_ARGS:-} 2>&1 | tail -30 | tee -a "$OUT/run.log"
+  cp /tmp/igs2gs-bench/out/bench_e2e.json "$OUT/"
+  RUNS=${E2E_RUNS:-ours,original,ours-1024}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
+  echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has consistency; then
+  python3 benchmarks/bench_consistency.py --data .gpu/data/bear --load-dir $CKPT --out /tmp/igs2gs-bench/cons \
+    2>&1 | tail -8 | tee -a "$OUT/run.log"
+  cp /tmp/igs2gs-bench/cons/bench_consistency.json "$OUT/"
+  echo "== consistency stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+du -sh $CACHE/torchinductor 2>/dev/null | tee -a "$OUT/run.log"
+tar czf /tmp/inductor.tar.gz -C $CACHE torchinductor 2>/dev/null && [ "$(stat -c %s /tmp/inductor.tar.gz)" -lt 16000000 ] \
+  && cp /tmp/inductor.tar.gz "$OUT/" && echo "compile cache saved ($(stat -c %s /tmp/inductor.tar.gz) bytes)" | tee -a "$OUT/run.log"

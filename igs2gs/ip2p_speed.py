@@ -1,0 +1,111 @@
+"""Placement, attention and compilation switches of the InstructPix2Pix editor (`igs2gs/ip2p.py`).
+
+Each function changes how the same computation runs, not what it computes, except for rounding:
+the memory savers of the original code (model CPU offload, attention slicing) and the speed-ups
+(fused QKV projections, SDPA backend choice, torch.compile with an on-disk cache, CUDA graphs).
+diffusers, accelerate and torch's compiler are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+_INSTALL_ACCELERATE = "pip install accelerate==1.15.0"
+
+
+def cpu_offload_chain(modules: Sequence[torch.nn.Module], device: torch.device) -> list[Any]:
+    """Keep `modules` on the CPU; each moves to `device` when it runs and moves the one before it back
+    (diffusers' `enable_model_cpu_offload`, through accelerate's hooks). Returns the hooks."""
+    if device.type != "cuda":
+        raise ValueError(f"model CPU offload moves models to a CUDA device; the editor runs on {device}")
+    try:
+        from accelerate import cpu_offload_with_hook
+    except ImportError as err:  # pragma: no cover - the pinned stack installs it
+        raise ImportError(f"model CPU offload needs accelerate: {_INSTALL_ACCELERATE}") from err
+    for module in modules:
+        module.to("cpu")
+    torch.cuda.empty_cache()
+    hooks, hook = [], None
+    for module in modules:
+        _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
+        hooks.append(hook)
+    return hooks
+
+
+def remove_offload(hooks: Sequence[Any], modules: Sequence[torch.nn.Module], device: torch.device) -> None:
+    """Undo `cpu_offload_chain`: remove the hooks and move every module to `device`."""
+    for hook in hooks:
+        hook.remove()
+    for module in modules:
+        module.to(device)
+
+
+def use_sdpa(unet: torch.nn.Module) -> None:
+    """Fused scaled-dot-product attention in every attention layer (diffusers' default processor)."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet.set_attn_processor(AttnProcessor2_0())
+
+
+def fuse_qkv(unet: Any) -> None:
+    """One matmul for the query, key and value projections of self-attention (key and value for
+    cross-attention); the weights are concatenated, so the products are the same."""
+    unet.fuse_qkv_projections()
+
+
+def sdpa_backends(names: Sequence[str]) -> list[Any]:
+    """`torch.nn.attention.SDPBackend` members by name, e.g. ["CUDNN_ATTENTION", "FLASH_ATTENTION"]."""
+    from torch.nn.attention import SDPBackend
+
+    unknown = [name for name in names if not hasattr(SDPBackend, name)]
+    if unknown:
+        known = [name for name in dir(SDPBackend) if name.isupper()]
+        raise ValueError(f"unknown SDPA backends {unknown}; choose from {known}")
+    return [getattr(SDPBackend, name) for name in names]
+
+
+def prefer_sdpa_backends(backends: list[Any]) -> contextlib.AbstractContextManager[Any]:
+    """Inside the block, SDPA tries `backends` in this order (torch >= 2.6)."""
+    from torch.nn.attention import sdpa_kernel
+
+    return sdpa_kernel(backends, set_priority=True)
+
+
+def use_compile_cache(folder: Path) -> Path:
+    """Keep inductor's compiled kernels (FX graph cache, Triton kernels) in `folder`, so a later run of the
+    same shapes loads them instead of compiling. TORCHINDUCTOR_CACHE_DIR, when set, wins. Returns the folder."""
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current:
+        return Path(current)
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True
+    return folder
+
+
+def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> Callable[..., Any]:
+    """torch.compile `fn` for fixed shapes (a new shape compiles anew instead of going dynamic).
+
+    With `cuda_graphs` the compiled function replays as a CUDA graph (mode "reduce-overhead"); each call
+    starts a new graph step and its outputs are cloned, because the next replay overwrites the graph's
+    output buffers.
+    """
+    if not cuda_graphs:
+        return torch.compile(fn, dynamic=False)
+    compiled = torch.compile(fn, mode="reduce-overhead", dynamic=False)
+
+    def replay(*args: Any, **kwargs: Any) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()
+        out = compiled(*args, **kwargs)
+        return tuple(o.clone() for o in out) if isinstance(out, tuple) else out.clone()
+
+    return replay
