@@ -88,7 +88,7 @@ class EditGuard:
 
     def run(self, idx: int, edit_at: Callable[[int], torch.Tensor], max_side: int) -> Optional[torch.Tensor]:
         """Call `edit_at(side)` (edit view `idx` at most `side` px on the longer side) until an edit comes back."""
-        from igs2gs.ip2p import IP2PLoadError
+        from igs2gs.ip2p import IP2PLoadError  # here, not at the top: every ns-* command imports this module
 
         self.last_kept = False
         sides = retry_sides(max_side)
