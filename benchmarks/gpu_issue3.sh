@@ -44,7 +44,7 @@ if has e2e || has consistency; then
     --device cuda --dtype float16 2>&1 | tail -1 | tee -a "$OUT/run.log"
 fi
 if has e2e; then
-  python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
+  timeout ${E2E_TIMEOUT:-560} python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
     --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original,ours-1024}" ${E2E_ARGS:-} 2>&1 | tail -30 | tee -a "$OUT/run.log"
   cp /tmp/igs2gs-bench/out/bench_e2e.json "$OUT/"
   RUNS=${E2E_RUNS:-ours,original,ours-1024}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
