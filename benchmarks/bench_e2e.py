@@ -9,7 +9,7 @@
      condition encoded every edit, nerfstudio's plain training step). Its ~13-minute run does not fit a
      lease, so a slice is timed (--original-edits edits of the first round, then --original-plain plain
      steps) and the default run is extrapolated: start-up + model load + 261 edit steps + 7,239 plain steps.
-   - `ours-1024`: ours on bear upscaled to 1024 px (one round + 100 steps, compile off): peak memory.
+   - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
 
     python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]
 """
@@ -61,6 +61,8 @@ def child(args: argparse.Namespace) -> None:
         trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model)
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
         train_s = timed_train(trainer, args.ours_steps)
+        if args.profile_steps:
+            profile_plain_steps(trainer, args.profile_steps)
     elif name == "original":
         trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **ORIGINAL)
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
@@ -74,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
         data = upscaled_scene(args.data, Path("/tmp/igs2gs-bench/bear-1024"))
         trainer = igs2gs_trainer(data, args.load_dir, out, args.ip2p_model, ip2p_compile=False)
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
-        train_s = timed_train(trainer, trainer.pipeline.datamanager.num_train_views + 100)
+        train_s = timed_train(trainer, trainer.pipeline.datamanager.num_train_views + 20)
         image = trainer.pipeline.datamanager.cached_train[0]["image"]
         setup_s_note = {"image_size": list(image.shape[:2])}
     else:
@@ -84,6 +86,38 @@ def child(args: argparse.Namespace) -> None:
         extra.update(setup_s_note)
     write_child_record(name, child_result(name, trainer, timings, STARTED, train_s, **extra))
     del torch
+
+
+def profile_plain_steps(trainer: Any, steps: int) -> None:
+    """After the run: torch.profiler over `steps` plain steps, and cProfile over 3x as many (text files)."""
+    import cProfile
+    import io
+    import pstats
+
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer.pipeline.config.gs_steps = 10**9  # no further round
+    trainer._after_train = lambda: None
+    trainer._init_viewer_state = lambda: None
+    trainer._start_step = trainer.step + 1
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        seconds = timed_train(trainer, steps)
+    averages = prof.key_averages()
+    kernel_ms = sum(e.self_device_time_total for e in averages if e.device_type.name == "CUDA") / 1000 / steps
+    text = f"{steps} plain steps under torch.profiler: {1000 * seconds / steps:.2f} ms/step, "
+    text += f"GPU kernels {kernel_ms:.2f} ms/step\n"
+    text += averages.table(sort_by="self_cpu_time_total", row_limit=35)
+    text += averages.table(sort_by="self_device_time_total", row_limit=15)
+    trainer._start_step = trainer.step + 1
+    profiler = cProfile.Profile()
+    profiler.enable()
+    seconds = timed_train(trainer, 3 * steps)
+    profiler.disable()
+    stream = io.StringIO()
+    stream.write(f"\n{3 * steps} plain steps under cProfile: {1000 * seconds / (3 * steps):.2f} ms/step\n")
+    pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(40)
+    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(25)
+    Path("/tmp/igs2gs-bench/profile.txt").write_text(text + stream.getvalue())
 
 
 def extrapolate(record: dict, steps: int = DEFAULT_STEPS, rounds: int = ROUNDS) -> Optional[dict]:
@@ -119,6 +153,7 @@ def main() -> None:
     parser.add_argument("--ours-steps", type=int, help="shorten ours (default: the config's 7,500)")
     parser.add_argument("--original-edits", type=int, default=10)
     parser.add_argument("--original-plain", type=int, default=300)
+    parser.add_argument("--profile-steps", type=int, default=30, help="profile plain steps after ours (0: no)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -131,6 +166,7 @@ def main() -> None:
         )
     passthrough = ["--data", str(args.data), "--ip2p-model", args.ip2p_model, "--load-dir", str(args.load_dir)]
     passthrough += ["--original-edits", str(args.original_edits), "--original-plain", str(args.original_plain)]
+    passthrough += ["--profile-steps", str(args.profile_steps)]
     if args.ours_steps:
         passthrough += ["--ours-steps", str(args.ours_steps)]
     record["runs"] = run_children(Path(__file__), args.runs.split(","), passthrough, args.out)

@@ -168,8 +168,8 @@ class Timings:
 
 @contextlib.contextmanager
 def nerfstudio_training_step(trainer: Any) -> Iterator[None]:
-    """The plain training step as nerfstudio runs it: unfused Adam, SSIM computed, image sizes read from the
-    GPU (what igs2gs/train_speed.py changes), for runs of the original's configuration."""
+    """The plain training step as nerfstudio runs it: unfused Adam, SSIM computed (what igs2gs/train_speed.py
+    changes), for runs of the original's configuration."""
     from benchmarks.profile_train_step import variants
 
     with variants(trainer)["nerfstudio_all"]():

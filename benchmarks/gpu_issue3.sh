@@ -5,11 +5,12 @@
 #   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
 #   profile     benchmarks/profile_train_step.py on that checkpoint
 #   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS)
-#   consistency benchmarks/bench_consistency.py
+#   consistency benchmarks/bench_consistency.py (CONS_ARGS)
+#   big         bench_e2e.py's ours-1024 run (bear upscaled to 1024 px): peak memory
 # The compile cache (~/.cache/igs2gs/torchinductor) is restored from .gpu/inductor.tar.gz when present and
 # written back to $OUT/inductor.tar.gz at the end.
 set -uo pipefail
-STAGES=${STAGES:-edit,checkpoint,profile,e2e,consistency}
+STAGES=${STAGES:-edit,checkpoint,profile,e2e,consistency,big}
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 source .gpu/setup.sh >"$OUT/run.log" 2>&1 || { tail -20 "$OUT/run.log"; exit 1; }
 python3 .gpu/random_backbones.py >>"$OUT/run.log" 2>&1
@@ -30,7 +31,7 @@ fi
 if has checkpoint; then
   python3 -c "
 from pathlib import Path; from benchmarks.e2e_common import make_checkpoint
-print(make_checkpoint(Path('.gpu/data/bear'), Path('/tmp/igs2gs-bench/ckpt'), 2000, Path('/tmp/splatfacto.log')))" \
+print(make_checkpoint(Path('.gpu/data/bear'), Path('/tmp/igs2gs-bench/ckpt'), ${SPLAT_STEPS:-2000}, Path('/tmp/splatfacto.log')))" \
     2>&1 | tail -3 | tee -a "$OUT/run.log"
   echo "== checkpoint stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
@@ -39,22 +40,30 @@ if has profile; then
     --steps "${PROFILE_STEPS:-150}" 2>&1 | grep -v Warning | tail -40 | tee -a "$OUT/run.log"
   echo "== profile stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
-if has e2e || has consistency; then
+if has e2e || has big; then
   [ -d /tmp/ip2p-arch ] || python3 benchmarks/make_random_ip2p.py /tmp/ip2p-arch --arch .gpu/models/ip2p-sd15-arch \
     --device cuda --dtype float16 2>&1 | tail -1 | tee -a "$OUT/run.log"
 fi
 if has e2e; then
   timeout ${E2E_TIMEOUT:-560} python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
-    --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original,ours-1024}" ${E2E_ARGS:-} 2>&1 | tail -30 | tee -a "$OUT/run.log"
+    --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original}" ${E2E_ARGS:-} 2>&1 | tail -30 | tee -a "$OUT/run.log"
   cp /tmp/igs2gs-bench/out/bench_e2e.json "$OUT/"
-  RUNS=${E2E_RUNS:-ours,original,ours-1024}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
+  cp /tmp/igs2gs-bench/profile.txt "$OUT/" 2>/dev/null
+  RUNS=${E2E_RUNS:-ours,original}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has consistency; then
-  python3 benchmarks/bench_consistency.py --data .gpu/data/bear --load-dir $CKPT --out /tmp/igs2gs-bench/cons \
-    2>&1 | tail -8 | tee -a "$OUT/run.log"
+  timeout ${CONS_TIMEOUT:-300} python3 benchmarks/bench_consistency.py --data .gpu/data/bear --load-dir $CKPT \
+    --out /tmp/igs2gs-bench/cons ${CONS_ARGS:-} 2>&1 | tail -8 | tee -a "$OUT/run.log"
   cp /tmp/igs2gs-bench/cons/bench_consistency.json "$OUT/"
   echo "== consistency stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has big; then
+  timeout ${BIG_TIMEOUT:-200} python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch \
+    --load-dir $CKPT --out /tmp/igs2gs-bench/big --runs ours-1024 2>&1 | tail -4 | tee -a "$OUT/run.log"
+  cp /tmp/igs2gs-bench/big/bench_e2e.json "$OUT/bench_e2e_1024.json"
+  tail -c 3000 /tmp/igs2gs-bench/big/ours-1024.log >>"$OUT/e2e_logs.txt" 2>/dev/null
+  echo "== big stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 du -sh $CACHE/torchinductor 2>/dev/null | tee -a "$OUT/run.log"
 tar czf /tmp/inductor.tar.gz -C $CACHE torchinductor 2>/dev/null && [ "$(stat -c %s /tmp/inductor.tar.gz)" -lt 16000000 ] \

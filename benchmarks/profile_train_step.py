@@ -40,6 +40,7 @@ def build_trainer(data: Path, load_dir: Path, out: Path, vis: str) -> Any:
     config.viewer.quit_on_train_completion = True
     config.timestamp = "profile"
     config.pipeline.gs_steps = 10**9  # no dataset-update round: plain steps only
+    config.save_config()  # also creates the run folder, where the viewer writes its log
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     trainer._after_train = lambda: None  # no final save between blocks
@@ -70,10 +71,9 @@ def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
 
 def variants(trainer: Any) -> dict[str, Callable[[], contextlib.AbstractContextManager[Any]]]:
     """Each returns a context that turns one thing back to nerfstudio's behaviour (or a diagnostic change)."""
-    from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager
     from nerfstudio.models.splatfacto import SplatfactoModel
 
-    model, dm = trainer.pipeline.model, trainer.pipeline.datamanager
+    model = trainer.pipeline.model
 
     @contextlib.contextmanager
     def unfused_adam() -> Iterator[None]:
@@ -97,9 +97,6 @@ def variants(trainer: Any) -> dict[str, Callable[[], contextlib.AbstractContextM
         with patched(model, "get_loss_dict", splatfacto_loss):
             yield
 
-    def device_sizes() -> contextlib.AbstractContextManager[Any]:
-        return patched(dm, "next_train", lambda step: FullImageDatamanager.next_train(dm, step))
-
     def no_lpips() -> contextlib.AbstractContextManager[Any]:
         return patched(model.config, "lpips_loss_mult", 0.0)
 
@@ -110,8 +107,7 @@ def variants(trainer: Any) -> dict[str, Callable[[], contextlib.AbstractContextM
         "ours": contextlib.nullcontext,
         "unfused_adam": unfused_adam,
         "ssim_computed": ssim_computed,
-        "device_sizes": device_sizes,
-        "nerfstudio_all": lambda: _all(unfused_adam(), ssim_computed(), device_sizes()),
+        "nerfstudio_all": lambda: _all(unfused_adam(), ssim_computed()),
         "no_lpips(diag)": no_lpips,
         "log_every_100(diag)": log_every_100,
     }

@@ -11,8 +11,6 @@ from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatama
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from igs2gs.train_speed import host_image_size
-
 
 @dataclass
 class IGS2GSDataManagerConfig(FullImageDatamanagerConfig):
@@ -60,12 +58,7 @@ class IGS2GSDataManager(FullImageDatamanager):
         if camera.metadata is None:
             camera.metadata = {}
         camera.metadata["cam_idx"] = idx
-        return host_image_size(camera, self.train_dataset.cameras, idx), data
-
-    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
-        """nerfstudio's random training view, its width and height kept on the CPU (igs2gs/train_speed.py)."""
-        camera, data = super().next_train(step)
-        return host_image_size(camera, self.train_dataset.cameras, camera.metadata["cam_idx"]), data
+        return camera, data
 
     def original_image(self, idx: int) -> torch.Tensor:
         """The original photo of view `idx`, RGB only: [H, W, 3] float32 in [0, 1]."""

@@ -7,9 +7,10 @@ step, 0.8 ms of which is the render), so these cut launches and host-device sync
   (the same update; torch documents the fused and foreach paths as the same algorithm).
 - `loss_without_ssim`: splatfacto computes an SSIM term (forward and backward) even when its weight
   `ssim_lambda` is 0, as it is for igs2gs; the loss is the same without it.
-- `host_image_size`: splatfacto reads a camera's width and height with `.item()`; on cameras moved to
-  the GPU that waits for all queued GPU work at the start of every step. Keeping the two integers on
-  the CPU lets the CPU queue the next step while the GPU finishes the last.
+
+splatfacto also reads each camera's width and height with `.item()` on the GPU (a synchronisation at the
+start of every step); keeping them on the CPU is not possible from the plugin, because nerfstudio's
+`Cameras.rescale_output_resolution` multiplies them by a factor on the cameras' device.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping
 
 import torch
-from nerfstudio.cameras.cameras import Cameras
 
 
 @torch.no_grad()
@@ -70,11 +70,3 @@ def loss_without_ssim(model: Any, outputs: Dict[str, torch.Tensor], batch: Dict[
 
             loss_dict["tv_loss"] = 10 * total_variation_loss(model.bil_grids.grids)
     return loss_dict
-
-
-def host_image_size(camera: Cameras, host_cameras: Cameras, idx: int) -> Cameras:
-    """Give a device camera of view `idx` the width and height of the CPU cameras (same values), so reading
-    them does not synchronise with the GPU."""
-    camera.width = host_cameras.width[idx : idx + 1]
-    camera.height = host_cameras.height[idx : idx + 1]
-    return camera
