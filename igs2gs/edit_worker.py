@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
@@ -38,6 +39,8 @@ class EditResult:
     job: EditJob
     image: Optional[Tensor] = None
     error: Optional[BaseException] = None
+    seconds: float = 0.0
+    """How long the edit function ran."""
 
 
 class EditWorkerError(RuntimeError):
@@ -123,8 +126,10 @@ class EditWorker:
             job = self._jobs.get()
             if job is _STOP:
                 return
+            started = time.perf_counter()
             try:
                 image = self.edit(job)
-                self._results.put(EditResult(job, image=None if image is None else image.detach().float().cpu()))
+                image = None if image is None else image.detach().float().cpu()
+                self._results.put(EditResult(job, image=image, seconds=time.perf_counter() - started))
             except BaseException as error:  # noqa: BLE001 (handed to the training thread, which decides)
-                self._results.put(EditResult(job, error=error))
+                self._results.put(EditResult(job, error=error, seconds=time.perf_counter() - started))

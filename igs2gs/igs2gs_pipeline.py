@@ -11,14 +11,16 @@ from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Type
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nerfstudio.engine.callbacks import TrainingCallbackAttributes
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
+from igs2gs.async_edits import AsyncRound, edits_on_own_device, make_job
 from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_schedule import EditRound, starts_round
+from igs2gs.edit_worker import EditJob, EditResult
 from igs2gs.editor import EditSettings, ImageEditor
 from igs2gs.fast_edits import BatchedEdits, configure_editor
 from igs2gs.igs2gs import IGS2GSModelConfig
@@ -109,6 +111,8 @@ class IGS2GSPipeline(VanillaPipeline):
         self.batched_edits = BatchedEdits()  # edits made ahead for the round's next views (edit_batch_size)
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
+        # IP2P on a device of its own: rounds edit in the background while training goes on (async_edits.py).
+        self.async_round = AsyncRound() if edits_on_own_device(device, config.ip2p_device) else None
         if test_mode == "val":
             announce_input_warnings(config, self.datamanager.train_dataset.cameras)
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
@@ -182,7 +186,13 @@ class IGS2GSPipeline(VanillaPipeline):
         if (starts_round(step, self.config.gs_steps) and step > self.keeper.state.round_start_step) or requested:
             self.edit_round.begin()
             self.keeper.round_began(self, step)
-        if self.edit_round.active:
+            if self.async_round is not None:
+                self.async_round.begin()
+        if self.edit_round.active and self.async_round is not None:
+            self.async_round.step(self, step, self.apply_async_edit)
+            camera, data = self.datamanager.next_train(step)
+            model_outputs = self._model(camera)
+        elif self.edit_round.active:
             idx, views = self.edit_round.cursor, self.datamanager.num_train_views
             camera, data = self.datamanager.next_train_idx(idx)
             model_outputs = self._model(camera)
@@ -210,7 +220,50 @@ class IGS2GSPipeline(VanillaPipeline):
         callbacks = super().get_training_callbacks(training_callback_attributes)
         if self.test_mode == "val":  # after the model's callbacks, which re-bind the optimizers
             callbacks += self.keeper.start(self, training_callback_attributes)
+        if self.async_round is not None:  # the edits still in flight at the last step reach the cache
+            callbacks.append(
+                TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._finish_async_edits)
+            )
         return callbacks
+
+    def _finish_async_edits(self, step: int) -> None:
+        if self.async_round is not None and step == self.round_reporter.last_step:
+            self.async_round.finish(step, self.apply_async_edit)
+
+    def make_edit_job(self, idx: int, step: int) -> EditJob:
+        """A background edit of view `idx` from its current render, seeded by the step that rendered it."""
+        return make_job(self, idx, step, seed=edit_seed(self.config.seed, step))
+
+    def edit_job(self, job: EditJob) -> Optional[torch.Tensor]:
+        """Run on the edit worker's thread: the guarded edit of a job ([1, 3, H, W], or None when skipped)."""
+        size = tuple(job.render.shape[-2:])
+
+        def edit_at(max_side: int) -> torch.Tensor:
+            edit_size = edit_resolution(*size, max_side=max_side)
+            generator = torch.Generator("cpu").manual_seed(job.seed)
+            return self.editor.edit(
+                resize(job.render, edit_size), resize(job.original, edit_size), job.settings, generator=generator
+            )
+
+        return self.edit_guard.run(job.view, edit_at, min(self.config.edit_max_side or max(size), max(size)))
+
+    @torch.no_grad()
+    def apply_async_edit(self, result: EditResult, step: int) -> None:
+        """Write a finished background edit into the cache and move the round past its view."""
+        if result.error is not None:  # the guard lets through only what must stop the run
+            self.async_round.close()
+            raise result.error
+        idx, views = result.job.view, self.datamanager.num_train_views
+        render = result.job.render
+        if result.image is not None:
+            edited = resize(result.image.to(render.device), tuple(render.shape[-2:])).clamp(0, 1)
+            self.datamanager.write_edit(idx, edited[0].permute(1, 2, 0))
+        self.edit_round.advance(views)
+        self.keeper.view_done(self, idx, step, kept=result.image is not None)
+        cached = self.datamanager.cached_train[idx]["image"][..., :3].to(render.device)
+        self.round_reporter.view_edited(
+            self.edit_round, views, idx, render[0].permute(1, 2, 0), cached, result.seconds, step
+        )
 
     @torch.no_grad()
     def edit_view(self, idx: int, render: torch.Tensor, step: int) -> torch.Tensor:

@@ -93,10 +93,13 @@ class RunKeeper:
         self.state.round_start_step = step
         self.monitor.begin(pipeline.model.gauss_params)
 
-    def view_done(self, pipeline: IGS2GSPipeline, idx: int, step: int) -> None:
-        """The round went past view `idx` at `step` (after `edit_round.advance`): journal it."""
+    def view_done(self, pipeline: IGS2GSPipeline, idx: int, step: int, kept: Optional[bool] = None) -> None:
+        """The round went past view `idx` at `step` (after `edit_round.advance`): journal it.
+
+        `kept` says whether the view's edit reached the cache; by default the edit guard's last verdict.
+        """
         self.state.settings = edit_settings(pipeline.config)
-        if pipeline.edit_guard.last_kept:
+        if pipeline.edit_guard.last_kept if kept is None else kept:
             self.state.view_steps[idx] = step
             if self.journal is not None:
                 self.journal.write_edit(idx, to_uint8(pipeline.datamanager.cached_train[idx]["image"][..., :3]))
