@@ -19,27 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
-from statistics import median
 
 import torch
 
-
-def run_cli(args: list[str], log: Path) -> float:
-    """Run an ns-* command, tee its output to `log`, raise on failure; return wall seconds."""
-    started = time.perf_counter()
-    with log.open("w") as out:
-        result = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        print(log.read_text()[-4000:])
-        raise SystemExit(f"{' '.join(args[:2])} failed with exit code {result.returncode}")
-    return seconds
+from benchmarks.e2e_common import Timings, igs2gs_trainer, ns_bin, run_logged, timed_train
 
 
 def latest_config(root: Path) -> Path:
@@ -47,74 +31,21 @@ def latest_config(root: Path) -> Path:
 
 
 def timed_igs2gs(data: Path, load_dir: Path, ip2p_model: str, out: Path, extra_steps: int) -> dict:
-    """Train igs2gs in-process through one round + `extra_steps`, timing every iteration."""
-    from igs2gs.igs2gs_config import igs2gs_method
-
-    config = igs2gs_method.config
-    config.pipeline.datamanager.data = data
-    config.load_dir = load_dir
-    config.pipeline.ip2p_model = ip2p_model
-    config.pipeline.prompt = "turn the bear into a panda"
-    config.output_dir = out
-    config.vis = "tensorboard"
-    config.timestamp = "timed"
-    config.save_config()  # as ns-train does: ns-render and ns-export read it
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    """Train igs2gs in-process through one round + `extra_steps`, timing every iteration and edit."""
+    trainer = igs2gs_trainer(data, load_dir, out, ip2p_model)
+    start, gs_steps = trainer._start_step, trainer.config.pipeline.gs_steps
+    first_edit = start + ((1 - start) % gs_steps)  # the first step s >= start with (s - 1) % gs_steps == 0
     num_views = trainer.pipeline.datamanager.num_train_views
-    start = trainer._start_step
-    # A round starts at the first step s >= start with (s - 1) % gs_steps == 0.
-    gs = config.pipeline.gs_steps
-    first_edit = start + ((1 - start) % gs)
-    config.max_num_iterations = (first_edit - start) + num_views + extra_steps
-    trainer.config.max_num_iterations = config.max_num_iterations
-
-    pipeline = trainer.pipeline
-    records: list[tuple[int, float, bool]] = []
-    train_iteration = trainer.train_iteration
-
-    def timed(step: int):
-        torch.cuda.synchronize()
-        editing = pipeline.edit_round.active or (step - 1) % gs == 0
-        t0 = time.perf_counter()
-        result = train_iteration(step)
-        torch.cuda.synchronize()
-        records.append((step, time.perf_counter() - t0, editing))
-        return result
-
-    trainer.train_iteration = timed  # type: ignore[method-assign]
-    edit_seconds: list[float] = []
-    edit_view = pipeline.edit_view
-
-    def timed_edit(*args, **kwargs):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        result = edit_view(*args, **kwargs)
-        torch.cuda.synchronize()
-        edit_seconds.append(time.perf_counter() - t0)
-        return result
-
-    pipeline.edit_view = timed_edit  # type: ignore[method-assign]
+    timings = Timings(trainer)
     torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    trainer.train()
-    wall = time.perf_counter() - t0
-    edits = [t for _, t, e in records if e]
-    plain = [t for s, t, e in records if not e and s > start + 2]
+    wall = timed_train(trainer, (first_edit - start) + num_views + extra_steps)
     return {
         "start_step": start,
-        "iterations": len(records),
         "train_views": num_views,
-        "edit_steps": len(edits),
-        "median_edit_step_s": median(edits),
-        "mean_edit_step_s": sum(edits) / len(edits),
-        "first_edit_step_s": edits[0],
-        "median_plain_step_ms": 1000 * median(plain),
-        "median_edit_s": median(edit_seconds[1:]),  # the first edit also loads the model
-        "first_edit_s": edit_seconds[0],
+        **timings.summary(start),
         "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
         "wall_s": wall,
-        "num_gaussians": int(pipeline.model.num_points),
+        "num_gaussians": int(trainer.pipeline.model.num_points),
     }
 
 
@@ -128,11 +59,10 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path("/tmp/igs2gs-gpu-run")
-    ns = lambda name: shutil.which(name) or str(Path(sys.executable).parent / name)  # noqa: E731
     record: dict = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__}
 
-    record["splatfacto_wall_s"] = run_cli(
-        [ns("ns-train"), "splatfacto", "--data", str(args.data), "--output-dir", str(work / "base"),
+    record["splatfacto_wall_s"] = run_logged(
+        [ns_bin("ns-train"), "splatfacto", "--data", str(args.data), "--output-dir", str(work / "base"),
          "--max-num-iterations", str(args.splatfacto_steps), "--vis", "tensorboard",
          "--viewer.quit-on-train-completion", "True"],
         args.out / "splatfacto.log",
@@ -140,8 +70,8 @@ def main() -> None:
     load_dir = latest_config(work / "base").parent / "nerfstudio_models"
     record["checkpoint"] = sorted(p.name for p in load_dir.iterdir())
 
-    record["igs2gs_cli_wall_s"] = run_cli(
-        [ns("ns-train"), "igs2gs", "--data", str(args.data), "--load-dir", str(load_dir),
+    record["igs2gs_cli_wall_s"] = run_logged(
+        [ns_bin("ns-train"), "igs2gs", "--data", str(args.data), "--load-dir", str(load_dir),
          "--output-dir", str(work / "cli"), "--max-num-iterations", "4", "--vis", "tensorboard",
          "--pipeline.ip2p-model", args.ip2p_model, "--pipeline.prompt", "turn the bear into a panda"],
         args.out / "igs2gs_cli.log",
@@ -151,10 +81,10 @@ def main() -> None:
     print(json.dumps(record, indent=2), flush=True)
 
     config = latest_config(work / "timed")
-    run_cli([ns("ns-export"), "gaussian-splat", "--load-config", str(config), "--output-dir", str(work / "export")],
-            args.out / "export.log")  # fmt: skip
+    export = [ns_bin("ns-export"), "gaussian-splat", "--load-config", str(config), "--output-dir", str(work / "export")]
+    run_logged(export, args.out / "export.log")
     record["export_ply_mb"] = (work / "export" / "splat.ply").stat().st_size / 2**20
-    run_cli([ns("ns-render"), "dataset", "--load-config", str(config), "--output-path", str(work / "render"),
+    run_logged([ns_bin("ns-render"), "dataset", "--load-config", str(config), "--output-path", str(work / "render"),
              "--split", "test", "--rendered-output-names", "rgb"], args.out / "render.log")  # fmt: skip
     record["rendered_images"] = len(list((work / "render").rglob("*.jpg")) + list((work / "render").rglob("*.png")))
     for log in ("export.log", "render.log"):
