@@ -2,7 +2,8 @@
 
 `nerfstudio.utils.writer` forwards `put_image` / `put_scalar` to every enabled writer (tensorboard,
 wandb, comet); the trainer writes them out after each step. The grid has one row per sampled view:
-the render the edit started from, then the edited image that the splats now train on.
+the view's render at the step that trains on its edit (with `edit_batch_size` > 1 the edit was made a few
+steps earlier, from that step's render), then the edited image that the splats now train on.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class RoundReporter:
         edit_round: EditRound,  # already advanced past this view
         num_views: int,
         idx: int,
-        render: torch.Tensor,  # [H, W, 3] the render the edit started from
+        render: torch.Tensor,  # [H, W, 3] the render of view idx at this step
         edited: torch.Tensor,  # [H, W, 3] the edited image now in the cache
         edit_seconds: float,
         step: int,
@@ -53,7 +53,8 @@ class RoundReporter:
         now = self.clock()
         round_number = edit_round.rounds_started
         if self.progress is None or self.progress.round_number != round_number:
-            self._begin(round_number, num_views, done=idx, step=step, now=now)
+            # The round began when this first edit started, not when it returned.
+            self._begin(round_number, num_views, done=idx, step=step, started_at=now - edit_seconds)
         assert self.progress is not None
         self.edit_log.record(idx, render, edited)
         line = self.progress.view_edited(edit_seconds, now)
@@ -62,20 +63,19 @@ class RoundReporter:
         if not edit_round.active:
             self._end(step, now)
         elif self.status is not None:
-            self.status(f"{self.progress.label}: {self.progress.done}/{num_views} views edited")
+            self.status(f"{self.progress.label}: {self.progress.done}/{num_views} views")
 
-    def _begin(self, round_number: int, num_views: int, done: int, step: int, now: float) -> None:
+    def _begin(self, round_number: int, num_views: int, done: int, step: int, started_at: float) -> None:
         total = None
         if self.last_step is not None:
             total = round_number + rounds_between(step + 1, self.last_step, self.gs_steps)
-        self.progress = RoundProgress(round_number, num_views, started_at=now, total_rounds=total, start_done=done)
+        self.progress = RoundProgress(round_number, num_views, started_at, total_rounds=total, start_done=done)
         self.edit_log.begin(num_views)
 
     def _end(self, step: int, now: float) -> None:
         progress = self.progress
         assert progress is not None, "_end() without a round; view_edited() begins one"
-        summary = progress.summary(now)
-        CONSOLE.log(summary)
+        CONSOLE.log(progress.summary(now))
         self.edit_log.write(
             step,
             round_number=progress.round_number,
@@ -84,5 +84,5 @@ class RoundReporter:
             round_seconds=now - progress.started_at,
         )
         if self.status is not None:
-            self.status(f"{summary.removeprefix('igs2gs: ')} (step {step})")
+            self.status(f"{progress.label} done")
         self.progress = None

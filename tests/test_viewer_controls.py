@@ -117,7 +117,7 @@ def test_edit_now_starts_a_round_at_the_next_step(splatfacto_run, tmp_path, rand
     train_step(pipeline, 301)
     assert pipeline.edit_round.active and pipeline.edit_round.cursor == 1
     assert len(editor.settings) == 1 and pipeline.edit_round.rounds_started == 1
-    assert pipeline.igs2gs.e_status.value == "round 1 of 1: 1/10 views edited"
+    assert pipeline.igs2gs.e_status.value == "round 1 of 1: 1/10 views"
     train_step(pipeline, 302)  # the request was taken once: the round goes on, no restart
     assert pipeline.edit_round.cursor == 2 and pipeline.edit_round.rounds_started == 1
 
