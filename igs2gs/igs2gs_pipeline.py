@@ -77,9 +77,10 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     as the paper does. Larger batches use the GPU better and need more memory."""
     ip2p_fast_kernels: bool = True
     """Channels-last convolutions and fused QKV projections in InstructPix2Pix (CUDA; the same arithmetic)."""
-    ip2p_compile: bool = True
-    """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only). The first edit of a new image size
-    compiles (about a minute); later runs load the kernels from ip2p_compile_cache."""
+    ip2p_compile: bool = False
+    """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only): 141 instead of 239 ms per 512 px view on an
+    H200, but the first edit of a new image size compiles for 83 s, more than a default run's 261 edits save; later
+    runs of that size load the kernels from ip2p_compile_cache. Turn on for repeated edits of one scene."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
