@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import torch
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from igs2gs.edit_worker import EditJob, EditResult, EditWorker
 
@@ -38,11 +39,26 @@ def edits_on_own_device(training: Device, editing: Optional[Device]) -> bool:
 class AsyncRound:
     """Feeds a round's views to an `EditWorker` and hands its results to the pipeline as they arrive."""
 
-    def __init__(self, max_pending: int = 2) -> None:
-        self.max_pending = max_pending
+    def __init__(self, batch_size: int = 1) -> None:
+        self.batch_size = batch_size
+        self.max_pending = 2 * batch_size  # one batch being edited, the next one queued
         self.worker: Optional[EditWorker] = None
         self.next_view = 0
         """The round's next view to submit."""
+        self.round_due = False
+        """A round came due while the previous one was still editing."""
+
+    def round_may_begin(self, due: bool, editing: bool, step: int) -> bool:
+        """Whether a round begins now: each view is edited once per round, so a round that comes due while the
+        previous one still edits begins right after it."""
+        if due and editing:
+            self.round_due = True
+            CONSOLE.log(f"igs2gs: step {step}: a round is due but the previous one is still editing; it follows it")
+            return False
+        if self.round_due and not editing:
+            self.round_due = False
+            return True
+        return due
 
     def begin(self) -> None:
         """A new round submits from its first view."""
@@ -51,7 +67,7 @@ class AsyncRound:
     def step(self, pipeline: "IGS2GSPipeline", step: int, apply: Callable[[EditResult, int], None]) -> None:
         """Apply the edits finished so far, then submit renders of the next views while the worker has room."""
         if self.worker is None:
-            self.worker = EditWorker(pipeline.edit_job, max_pending=self.max_pending)
+            self.worker = EditWorker(pipeline.edit_jobs, max_pending=self.max_pending, batch_size=self.batch_size)
         for result in self.worker.poll():
             apply(result, step)
         while self.next_view < pipeline.datamanager.num_train_views and self.worker.can_submit:

@@ -40,20 +40,26 @@ class EditResult:
     image: Optional[Tensor] = None
     error: Optional[BaseException] = None
     seconds: float = 0.0
-    """How long the edit function ran."""
+    """How long the edit function ran, per job of its batch."""
 
 
 class EditWorkerError(RuntimeError):
     """The worker thread stopped on an error; the run cannot go on editing."""
 
 
-class EditWorker:
-    """Runs `edit(job)` for submitted jobs, in order, on a background thread. Use as a context manager."""
+EditBatch = Callable[[List[EditJob]], List[Optional[Tensor]]]
+"""Edits jobs together: one image ([1, 3, H, W]) or None (discarded) per job."""
 
-    def __init__(self, edit: Callable[[EditJob], Optional[Tensor]], max_pending: int = 2) -> None:
-        if max_pending < 1:
-            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+
+class EditWorker:
+    """Runs `edit` on the submitted jobs, in order, on a background thread: up to `batch_size` queued jobs
+    per call. Use as a context manager."""
+
+    def __init__(self, edit: EditBatch, max_pending: int = 2, batch_size: int = 1) -> None:
+        if max_pending < 1 or batch_size < 1:
+            raise ValueError(f"max_pending and batch_size must be >= 1, got {max_pending} and {batch_size}")
         self.edit = edit
+        self.batch_size = batch_size
         self._jobs: "queue.Queue" = queue.Queue(maxsize=max_pending)
         self._results: "queue.Queue[EditResult]" = queue.Queue()
         self._pending = 0
@@ -121,15 +127,31 @@ class EditWorker:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _next_batch(self) -> List:
+        """The next job (waiting for it) and the jobs queued behind it, up to `batch_size`; may end with _STOP."""
+        batch = [self._jobs.get()]
+        while batch[-1] is not _STOP and len(batch) < self.batch_size:
+            try:
+                batch.append(self._jobs.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is _STOP:
+            batch = self._next_batch()
+            jobs = [job for job in batch if job is not _STOP]
+            if jobs:
+                started = time.perf_counter()
+                try:
+                    images = self.edit(jobs)
+                    seconds = (time.perf_counter() - started) / len(jobs)
+                    for job, image in zip(jobs, images, strict=True):
+                        image = None if image is None else image.detach().float().cpu()
+                        self._results.put(EditResult(job, image=image, seconds=seconds))
+                except BaseException as error:  # noqa: BLE001 (handed to the training thread, which decides)
+                    seconds = (time.perf_counter() - started) / len(jobs)
+                    for job in jobs:
+                        self._results.put(EditResult(job, error=error, seconds=seconds))
+            if len(jobs) < len(batch):
                 return
-            started = time.perf_counter()
-            try:
-                image = self.edit(job)
-                image = None if image is None else image.detach().float().cpu()
-                self._results.put(EditResult(job, image=image, seconds=time.perf_counter() - started))
-            except BaseException as error:  # noqa: BLE001 (handed to the training thread, which decides)
-                self._results.put(EditResult(job, error=error, seconds=time.perf_counter() - started))

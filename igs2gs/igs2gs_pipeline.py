@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_schedule import EditRound, starts_round
 from igs2gs.edit_worker import EditJob, EditResult
 from igs2gs.editor import EditSettings, ImageEditor
-from igs2gs.fast_edits import BatchedEdits, configure_editor
+from igs2gs.fast_edits import BatchedEdits, accepts_view_ids, configure_editor
 from igs2gs.igs2gs import IGS2GSModelConfig
 from igs2gs.igs2gs_datamanager import EDIT_KEY_PREFIX, IGS2GSDataManager, IGS2GSDataManagerConfig
 from igs2gs.round_reporter import RoundReporter
@@ -113,7 +113,9 @@ class IGS2GSPipeline(VanillaPipeline):
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
         # IP2P on a device of its own: rounds edit in the background while training goes on (async_edits.py).
-        self.async_round = AsyncRound() if edits_on_own_device(device, config.ip2p_device) else None
+        self.async_round = (
+            AsyncRound(batch_size=config.edit_batch_size) if edits_on_own_device(device, config.ip2p_device) else None
+        )
         if test_mode == "val":
             announce_input_warnings(config, self.datamanager.train_dataset.cameras)
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
@@ -184,7 +186,10 @@ class IGS2GSPipeline(VanillaPipeline):
     def get_train_loss_dict(self, step: int):
         requested = self.igs2gs is not None and self.igs2gs.take_round_request()
         # A round begins once at its step, also when a resumed run trains that step again.
-        if (starts_round(step, self.config.gs_steps) and step > self.keeper.state.round_start_step) or requested:
+        begins = (starts_round(step, self.config.gs_steps) and step > self.keeper.state.round_start_step) or requested
+        if self.async_round is not None:  # background edits: a round due while one still edits waits for it
+            begins = self.async_round.round_may_begin(begins, self.edit_round.active, step)
+        if begins:
             self.edit_round.begin()
             self.keeper.round_began(self, step)
             if self.async_round is not None:
@@ -232,21 +237,29 @@ class IGS2GSPipeline(VanillaPipeline):
             self.async_round.finish(step, self.apply_async_edit)
 
     def make_edit_job(self, idx: int, step: int) -> EditJob:
-        """A background edit of view `idx` from its current render, seeded by the step that rendered it."""
-        return make_job(self, idx, step, seed=edit_seed(self.config.seed, step))
+        """A background edit of view `idx` from its current render, with the seed of the step the round would
+        reach it at on one device (so both paths draw the same T and noise for a view)."""
+        first_step = self.keeper.state.round_start_step
+        return make_job(self, idx, step, seed=edit_seed(self.config.seed, first_step + idx))
 
-    def edit_job(self, job: EditJob) -> Optional[torch.Tensor]:
-        """Run on the edit worker's thread: the guarded edit of a job ([1, 3, H, W], or None when skipped)."""
-        size = tuple(job.render.shape[-2:])
+    def edit_jobs(self, jobs: List[EditJob]) -> List[Optional[torch.Tensor]]:
+        """Run on the edit worker's thread: the guarded edit of jobs of one image size in one editor call
+        (one [1, 3, H, W] image per job; None for all when the guard discards the batch)."""
+        size = tuple(jobs[0].render.shape[-2:])
+        if any(tuple(job.render.shape[-2:]) != size for job in jobs):
+            return [image for job in jobs for image in self.edit_jobs([job])]
 
         def edit_at(max_side: int) -> torch.Tensor:
             edit_size = edit_resolution(*size, max_side=max_side)
-            generator = torch.Generator("cpu").manual_seed(job.seed)
-            return self.editor.edit(
-                resize(job.render, edit_size), resize(job.original, edit_size), job.settings, generator=generator
-            )
+            renders = torch.cat([resize(job.render, edit_size) for job in jobs])
+            originals = torch.cat([resize(job.original, edit_size) for job in jobs])
+            generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+            kwargs = {"view_ids": [job.view for job in jobs]} if accepts_view_ids(self.editor) else {}
+            generator = generators if len(jobs) > 1 else generators[0]
+            return self.editor.edit(renders, originals, jobs[0].settings, generator=generator, **kwargs)
 
-        return self.edit_guard.run(job.view, edit_at, min(self.config.edit_max_side or max(size), max(size)))
+        edited = self.edit_guard.run(jobs[0].view, edit_at, min(self.config.edit_max_side or max(size), max(size)))
+        return [None] * len(jobs) if edited is None else list(edited.split(1))
 
     @torch.no_grad()
     def apply_async_edit(self, result: EditResult, step: int) -> None:

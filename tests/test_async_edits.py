@@ -25,7 +25,7 @@ class SlowInvertEditor(InvertEditor):
 class AsyncInvertPipeline(InvertEditorPipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.async_round = AsyncRound(max_pending=2)
+        self.async_round = AsyncRound(batch_size=2)
 
     def build_editor(self):
         return SlowInvertEditor()
@@ -59,9 +59,9 @@ def test_a_background_round_edits_every_view_once_in_order(splatfacto_run, tmp_p
     datamanager.cached_train  # noqa: B018 (records the originals)
     originals = [image.clone() for image in datamanager.original_images]
     trainer.train()
-    calls = pipeline.editor.calls
     views = datamanager.num_train_views
-    assert len(calls) == views, "each view edited exactly once"
+    assert sum(call[0][0] for call in pipeline.editor.calls) == views, "each view edited exactly once"
+    assert max(call[0][0] for call in pipeline.editor.calls) == 2  # queued views are edited together
     assert datamanager.edited_views == set(range(views))
     assert not pipeline.edit_round.active and pipeline.edit_round.rounds_started == 1
     for idx in range(views):
@@ -72,13 +72,23 @@ def test_a_background_round_edits_every_view_once_in_order(splatfacto_run, tmp_p
 
 
 def test_edits_in_flight_at_the_last_step_are_not_lost(splatfacto_run, tmp_path, random_lpips_backbones):
-    # 3 steps: the round starts at step 201 and a 1 s editor cannot finish 10 views before the end.
-    trainer = _async_trainer(splatfacto_run, tmp_path, iterations=3, pipeline=VerySlowAsyncPipeline)
+    # 2 steps: the round starts at step 201, the last one, which submits what the worker has room for and
+    # then must wait for it at the end of training.
+    trainer = _async_trainer(splatfacto_run, tmp_path, iterations=2, pipeline=VerySlowAsyncPipeline)
     pipeline = trainer.pipeline
     trainer.train()
     edited = pipeline.datamanager.edited_views
-    submitted = pipeline.editor.calls
-    assert 0 < len(edited) < pipeline.datamanager.num_train_views
-    assert len(edited) == len(submitted) and edited == set(range(len(edited)))  # in order, none lost
+    submitted = sum(call[0][0] for call in pipeline.editor.calls)
+    assert 0 < submitted < pipeline.datamanager.num_train_views
+    assert edited == set(range(submitted))  # in order, none lost
     assert pipeline.async_round.worker is None  # stopped at the end of training
     assert pipeline.edit_round.cursor == len(edited)  # the round continues there when resumed
+
+
+def test_a_round_due_while_one_still_edits_follows_it():
+    async_round = AsyncRound()
+    assert async_round.round_may_begin(due=True, editing=False, step=10)
+    assert not async_round.round_may_begin(due=True, editing=True, step=20)
+    assert not async_round.round_may_begin(due=False, editing=True, step=21)
+    assert async_round.round_may_begin(due=False, editing=False, step=22)  # the previous round finished
+    assert not async_round.round_may_begin(due=False, editing=False, step=23)

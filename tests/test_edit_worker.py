@@ -33,10 +33,11 @@ class SlowEditor:
 
 
 def seeded(editor):
-    """The edit function the pipeline hands the worker: the editor with the job's seed."""
-    return lambda job: editor.edit(
-        job.render, job.original, job.settings, generator=torch.Generator().manual_seed(job.seed)
-    )
+    """The edit function the pipeline hands the worker: the editor with each job's seed, one job at a time."""
+    return lambda jobs: [
+        editor.edit(job.render, job.original, job.settings, generator=torch.Generator().manual_seed(job.seed))
+        for job in jobs
+    ]
 
 
 def job(view: int, seed: int = 0) -> EditJob:
@@ -94,10 +95,29 @@ def test_ctrl_c_in_the_training_loop_stops_the_worker():
         worker.submit(job(9))
 
 
+def test_queued_jobs_are_edited_together_up_to_the_batch_size():
+    batches = []
+    started = threading.Event()
+
+    def edit(jobs):
+        batches.append([job.view for job in jobs])
+        started.wait(5)
+        return [job.original + job.view for job in jobs]
+
+    with EditWorker(edit, max_pending=8, batch_size=3) as worker:
+        for view in range(7):
+            worker.submit(job(view))
+        started.set()
+        results = worker.wait()
+    assert [r.job.view for r in results] == list(range(7))
+    assert sorted(v for b in batches for v in b) == list(range(7)) and max(len(b) for b in batches) == 3
+    assert all(torch.equal(r.image, torch.full((1, 3, 8, 8), float(r.job.view))) for r in results)
+
+
 def test_close_is_idempotent_and_max_pending_is_checked():
     worker = EditWorker(seeded(SlowEditor()))
     worker.close()
     worker.close()
     assert not worker.alive
-    with pytest.raises(ValueError, match="max_pending"):
+    with pytest.raises(ValueError, match="batch_size"):
         EditWorker(seeded(SlowEditor()), max_pending=0)
