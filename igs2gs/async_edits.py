@@ -41,7 +41,7 @@ class AsyncRound:
 
     def __init__(self, batch_size: int = 1) -> None:
         self.batch_size = batch_size
-        self.max_pending = 2 * batch_size  # one batch being edited, the next one queued
+        self.max_pending = 2  # submissions of batch_size views: one being edited, the next one queued
         self.worker: Optional[EditWorker] = None
         self.next_view = 0
         """The round's next view to submit."""
@@ -70,9 +70,11 @@ class AsyncRound:
             self.worker = EditWorker(pipeline.edit_jobs, max_pending=self.max_pending, batch_size=self.batch_size)
         for result in self.worker.poll():
             apply(result, step)
-        while self.next_view < pipeline.datamanager.num_train_views and self.worker.can_submit:
-            self.worker.submit(pipeline.make_edit_job(self.next_view, step))
-            self.next_view += 1
+        views = pipeline.datamanager.num_train_views
+        while self.next_view < views and self.worker.can_submit:  # a batch rendered from the same splat state
+            batch = range(self.next_view, min(self.next_view + self.batch_size, views))
+            self.worker.submit(*(pipeline.make_edit_job(view, step) for view in batch))
+            self.next_view = batch.stop
 
     def finish(self, step: int, apply: Callable[[EditResult, int], None]) -> int:
         """Wait for the edits in flight, apply them and stop the worker (end of training); return how many."""

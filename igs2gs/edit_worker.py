@@ -8,6 +8,7 @@ submitted; every submitted job yields exactly one result (an edit, or the error 
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
@@ -66,6 +67,8 @@ class EditWorker:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="igs2gs-edit-worker", daemon=True)
         self._thread.start()
+        # A worker thread still inside CUDA when the interpreter exits aborts the process: stop it first.
+        atexit.register(self.close)
 
     @property
     def pending(self) -> int:
@@ -77,12 +80,12 @@ class EditWorker:
         """True when a `submit` would not wait for the worker."""
         return not self._closed and not self._jobs.full()
 
-    def submit(self, job: EditJob) -> None:
-        """Queue a job (waits while `max_pending` jobs are queued)."""
+    def submit(self, *jobs: EditJob) -> None:
+        """Queue jobs to be edited together (waits while `max_pending` submissions are queued)."""
         if self._closed:
             raise EditWorkerError("submit() after close(): the edit worker has stopped")
-        self._jobs.put(job)
-        self._pending += 1
+        self._jobs.put(jobs)
+        self._pending += len(jobs)
 
     def poll(self) -> List[EditResult]:
         """The results finished so far, in submission order, without waiting."""
@@ -110,8 +113,7 @@ class EditWorker:
         self._closed = True
         while True:  # drop queued jobs so the stop marker fits
             try:
-                self._jobs.get_nowait()
-                self._pending -= 1
+                self._pending -= len(self._jobs.get_nowait())
             except queue.Empty:
                 break
         self._jobs.put(_STOP)
@@ -128,13 +130,20 @@ class EditWorker:
         self.close()
 
     def _next_batch(self) -> List:
-        """The next job (waiting for it) and the jobs queued behind it, up to `batch_size`; may end with _STOP."""
-        batch = [self._jobs.get()]
-        while batch[-1] is not _STOP and len(batch) < self.batch_size:
+        """The next submission (waiting for it) and those queued behind it, up to `batch_size` jobs; may end
+        with _STOP."""
+        item = self._jobs.get()
+        if item is _STOP:
+            return [_STOP]
+        batch = list(item)
+        while len(batch) < self.batch_size:
             try:
-                batch.append(self._jobs.get_nowait())
+                item = self._jobs.get_nowait()
             except queue.Empty:
                 break
+            if item is _STOP:
+                return batch + [_STOP]
+            batch.extend(item)
         return batch
 
     def _run(self) -> None:

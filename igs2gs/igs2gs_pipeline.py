@@ -227,13 +227,17 @@ class IGS2GSPipeline(VanillaPipeline):
         if self.test_mode == "val":  # after the model's callbacks, which re-bind the optimizers
             callbacks += self.keeper.start(self, training_callback_attributes)
         if self.async_round is not None:  # the edits still in flight at the last step reach the cache
+            self._trainer = training_callback_attributes.trainer  # its step count is read at every step
             callbacks.append(
                 TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._finish_async_edits)
             )
         return callbacks
 
     def _finish_async_edits(self, step: int) -> None:
-        if self.async_round is not None and step == self.round_reporter.last_step:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or self.async_round is None:
+            return
+        if step >= trainer._start_step + trainer.config.max_num_iterations - 1:
             self.async_round.finish(step, self.apply_async_edit)
 
     def make_edit_job(self, idx: int, step: int) -> EditJob:

@@ -121,3 +121,30 @@ def test_close_is_idempotent_and_max_pending_is_checked():
     assert not worker.alive
     with pytest.raises(ValueError, match="batch_size"):
         EditWorker(seeded(SlowEditor()), max_pending=0)
+
+
+def test_the_job_in_progress_finishes_before_the_interpreter_exits(tmp_path):
+    # A worker thread killed inside CUDA at exit aborts the process ("terminate called without an active
+    # exception"): the worker stops itself at exit, after the job in progress.
+    import subprocess
+    import sys
+    import textwrap
+
+    done = tmp_path / "done"
+    code = f"""
+        import time, torch
+        from igs2gs.edit_worker import EditJob, EditWorker
+        from igs2gs.editor import EditSettings
+
+        def edit(jobs):
+            time.sleep(0.5)
+            open({str(done)!r}, "w").write("ok")
+            return [None for _ in jobs]
+
+        worker = EditWorker(edit)
+        worker.submit(EditJob(0, torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), EditSettings("x"), seed=0))
+        time.sleep(0.1)  # the job is in progress when the script ends
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert done.read_text() == "ok"
