@@ -262,7 +262,7 @@ class IGS2GSPipeline(VanillaPipeline):
             generator = generators if len(jobs) > 1 else generators[0]
             return self.editor.edit(renders, originals, jobs[0].settings, generator=generator, **kwargs)
 
-        edited = self.edit_guard.run(jobs[0].view, edit_at, min(self.config.edit_max_side or max(size), max(size)))
+        edited = self.edit_guard.run(jobs[0].view, edit_at, self._first_edit_side(size))
         return [None] * len(jobs) if edited is None else list(edited.split(1))
 
     @torch.no_grad()
@@ -274,8 +274,7 @@ class IGS2GSPipeline(VanillaPipeline):
         idx, views = result.job.view, self.datamanager.num_train_views
         render = result.job.render
         if result.image is not None:
-            edited = resize(result.image.to(render.device), tuple(render.shape[-2:])).clamp(0, 1)
-            self.datamanager.write_edit(idx, edited[0].permute(1, 2, 0))
+            self._store_edit(idx, result.image.to(render.device), tuple(render.shape[-2:]))
         self.edit_round.advance(views)
         self.keeper.view_done(self, idx, step, kept=result.image is not None)
         cached = self.datamanager.cached_train[idx]["image"][..., :3].to(render.device)
@@ -291,19 +290,25 @@ class IGS2GSPipeline(VanillaPipeline):
 
         def edit_at(max_side: int) -> torch.Tensor:  # [1, 3, h, w] at most max_side px
             edit_size = edit_resolution(*size, max_side=max_side)
-            renders = resize(render.detach().permute(2, 0, 1)[None].float(), edit_size)
             if self.config.edit_batch_size > 1:  # with the round's next views, or prepared by an earlier batch
                 return self.batched_edits.edit(self, idx, step, render, edit_size, self.config.edit_batch_size)
+            renders = resize(render.detach().permute(2, 0, 1)[None].float(), edit_size)
             originals = resize(original.permute(2, 0, 1)[None].float(), edit_size)
             generator = torch.Generator("cpu").manual_seed(edit_seed(self.config.seed, step))
             return self.editor.edit(renders, originals, self.edit_settings(), generator=generator)
 
-        edited = self.edit_guard.run(idx, edit_at, min(self.config.edit_max_side or max(size), max(size)))
+        edited = self.edit_guard.run(idx, edit_at, self._first_edit_side(size))
         if edited is None:  # discarded or skipped (the guard said why): the view keeps its previous image
             return self.datamanager.cached_train[idx]["image"].to(render.device)
-        edited = resize(edited, size).clamp(0, 1)
-        cached = self.datamanager.write_edit(idx, edited[0].permute(1, 2, 0))
-        return cached.to(render.device)
+        return self._store_edit(idx, edited, size).to(render.device)
+
+    def _first_edit_side(self, size: Tuple[int, int]) -> int:
+        """The longer side an edit of a view of `size` is tried at first (edit_max_side, 0: full size)."""
+        return min(self.config.edit_max_side or max(size), max(size))
+
+    def _store_edit(self, idx: int, edited: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """Resize an edit [1, 3, h, w] back to the view's `size` and write it into the cache; the cached image."""
+        return self.datamanager.write_edit(idx, resize(edited, size).clamp(0, 1)[0].permute(1, 2, 0))
 
 
 def edit_resolution(height: int, width: int, max_side: int = 512) -> Tuple[int, int]:
