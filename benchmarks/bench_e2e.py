@@ -4,7 +4,9 @@
    step 29,999 so that igs2gs continues as from a fully trained scene (benchmarks/e2e_common.py).
 2. Each configuration runs in its own process, as ns-train would, with the default igs2gs config (7,500 steps,
    3 rounds of every training view, vis viewer) and a random-weight InstructPix2Pix of the real architecture:
-   - `ours`: the defaults; the whole run is timed (compilation included, cold unless the cache has it).
+   - `ours`: the defaults; the whole run is timed (compilation included, cold unless the cache has it). On a GPU
+     the defaults edit in the background on the training GPU (`overlap_edits`).
+   - `ours-sync`: ours with `overlap_edits False`: training stops for each edit batch.
    - `original`: the original's configuration (model CPU offload, attention slicing, one view per edit,
      condition encoded every edit, nerfstudio's plain training step). Its ~13-minute run does not fit a
      lease, so a slice is timed (--original-edits edits of the first round, then --original-plain plain
@@ -65,6 +67,10 @@ def child(args: argparse.Namespace) -> None:
         train_s = timed_train(trainer, args.ours_steps)
         if args.profile_steps:
             profile_plain_steps(trainer, args.profile_steps)
+    elif name == "ours-sync":  # training waits for each edit batch
+        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, overlap_edits=False)
+        timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
+        train_s = timed_train(trainer, args.ours_steps)
     elif name == "ours-2gpu":  # InstructPix2Pix on the second GPU, editing while training goes on (issue 6)
         trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, ip2p_device="cuda:1")
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED

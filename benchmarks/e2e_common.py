@@ -127,6 +127,8 @@ class Timings:
     def __init__(self, trainer: Any) -> None:
         self.steps: list[tuple[int, float, bool]] = []  # (step, seconds, whether the step edited)
         self.edits: list[float] = []
+        self.background_edits: list[float] = []  # worker seconds per view (background rounds)
+        self.round_waits: list[float] = []  # training waiting for a round's last edits (background rounds)
         pipeline, iteration, edit_view = trainer.pipeline, trainer.train_iteration, trainer.pipeline.edit_view
 
         def timed_iteration(step: int) -> Any:
@@ -146,6 +148,21 @@ class Timings:
 
         trainer.train_iteration = timed_iteration
         pipeline.edit_view = timed_edit
+        if pipeline.async_round is not None:
+            apply, complete = pipeline.apply_async_edit, pipeline.async_round.complete
+
+            def counted_apply(result: Any, step: int) -> None:
+                self.background_edits.append(result.seconds)
+                apply(result, step)
+
+            def timed_complete(*args: Any, **kwargs: Any) -> int:
+                t0 = time.perf_counter()
+                applied = complete(*args, **kwargs)
+                self.round_waits.append(time.perf_counter() - t0)
+                return applied
+
+            pipeline.apply_async_edit = counted_apply
+            pipeline.async_round.complete = timed_complete
 
     def summary(self, start_step: int) -> dict[str, Any]:
         edit_steps = [t for _, t, e in self.steps if e]
@@ -163,6 +180,9 @@ class Timings:
             "plain_step_ms_median": 1000 * median(plain) if plain else None,
             "plain_step_ms_mean": 1000 * mean(plain) if plain else None,
             "step_s_total": sum(t for _, t, _ in self.steps),
+            "background_edits": len(self.background_edits),
+            "background_edit_s_per_view_median": median(self.background_edits) if self.background_edits else None,
+            "round_waits_s": [round(t, 2) for t in self.round_waits],
         }
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU runs of the fast-edits issue, on a lent machine with the bundle in .gpu (see ../shared/gpu/README.md).
 # STAGES picks what runs, in this order (default: all):
+#   tests       tests/test_gpu.py (the CUDA-only tests), in the background while the checkpoint trains
+#   attn        benchmarks/bench_attention.py (SDPA backends at the UNet's attention shapes)
 #   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN)
 #   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
 #   profile     benchmarks/profile_train_step.py on that checkpoint
@@ -10,7 +12,7 @@
 # The compile cache (~/.cache/igs2gs/torchinductor) is restored from .gpu/inductor.tar.gz when present and
 # written back to $OUT/inductor.tar.gz at the end.
 set -uo pipefail
-STAGES=${STAGES:-edit,checkpoint,profile,e2e,consistency,big}
+STAGES=${STAGES:-attn,edit,checkpoint,profile,e2e,consistency,big}
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 source .gpu/setup.sh >"$OUT/run.log" 2>&1 || { tail -20 "$OUT/run.log"; exit 1; }
 python3 .gpu/random_backbones.py >>"$OUT/run.log" 2>&1
@@ -22,11 +24,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 git log -1 --format='commit %H %cd' | tee -a "$OUT/run.log"
 CKPT=/tmp/igs2gs-bench/ckpt/trained/nerfstudio_models
 SECONDS=0
+if has attn; then
+  python3 benchmarks/bench_attention.py --out "$OUT/bench_attention.json" 2>&1 | tee -a "$OUT/run.log"
+  echo "== attn stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
 if has edit; then
   python3 benchmarks/bench_edit.py --arch .gpu/models/ip2p-sd15-arch --out "$OUT/bench_edit.json" \
     --variants "${BENCH_EDIT_VARIANTS:-original,resident,batch8,batch8-cudnn,batch16,batch8-compiled}" \
     --breakdown "${BENCH_EDIT_BREAKDOWN:-batch8,batch8-compiled}" 2>&1 | tee -a "$OUT/run.log"
   echo "== edit stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has tests; then
+  timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py >"$OUT/gpu_tests.log" 2>&1 &
+  TESTS_PID=$!
 fi
 if has checkpoint; then
   python3 -c "
@@ -34,6 +44,9 @@ from pathlib import Path; from benchmarks.e2e_common import make_checkpoint
 print(make_checkpoint(Path('.gpu/data/bear'), Path('/tmp/igs2gs-bench/ckpt'), ${SPLAT_STEPS:-2000}, Path('/tmp/splatfacto.log')))" \
     2>&1 | tail -3 | tee -a "$OUT/run.log"
   echo "== checkpoint stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has tests; then
+  wait $TESTS_PID; echo "== tests (rc $?) done at ${SECONDS}s: $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/run.log"
 fi
 if has profile; then
   timeout 150 python3 benchmarks/profile_train_step.py --data .gpu/data/bear --load-dir $CKPT --out "$OUT" \

@@ -1,12 +1,18 @@
-"""Dataset-update rounds with InstructPix2Pix on its own device: edits run while the splats train.
+"""Dataset-update rounds edited in the background while the splats train.
 
-With `--pipeline.ip2p-device` naming another device than training, a round does not stop training
-for each edit. At every step of the round the pipeline hands a background worker (`edit_worker.py`)
-fresh renders of the round's next views, in index order, while the worker has room, and writes the
-edits that have finished into the image cache. Training meanwhile samples views as between rounds,
-on the newest cache. The round ends when the last view's edit has been written. Each view is still
-edited once per round, in index order, from a render of the current splats, with the seed of the step
-that rendered it. With one device nothing changes: the round edits one view per step, as the paper does.
+Used when InstructPix2Pix has a device of its own (`--pipeline.ip2p-device cuda:1`) and, with
+`--pipeline.overlap-edits` (on by default), on the training GPU itself: a worker thread edits on a
+low-priority CUDA stream while training runs on a high-priority one (`edit_streams.py`). A round does not
+stop training for each edit. At every step of the round the pipeline hands the worker fresh renders of
+the round's next views, in index order, `edit_batch_size` at a time and while the worker has room, and
+writes the edits that have finished into the image cache. Training meanwhile samples views as between
+rounds, on the newest cache. Each view is still edited once per round, in index order, from a render of
+the current splats, with the seed the one-device round would give it.
+
+Rounds never fall behind: when the next round is due (or training ends) while one still edits, training
+waits for that round's remaining views to be edited first. So a run does the same edits as without
+overlap; only when they reach training differs. With the editor on the CPU, rounds edit in the training
+step, one batch at a time, as the paper's rounds do.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import torch
-from nerfstudio.utils.rich_utils import CONSOLE
 
+from igs2gs.edit_streams import editing_stream, ready_event
 from igs2gs.edit_worker import EditJob, EditResult, EditWorker
 
 if TYPE_CHECKING:
@@ -36,29 +42,25 @@ def edits_on_own_device(training: Device, editing: Optional[Device]) -> bool:
     return editing is not None and _resolved(training) != _resolved(editing)
 
 
+def edits_in_background(training: Device, editing: Optional[Device], overlap: bool) -> bool:
+    """True when rounds edit in the background: the editor has a device of its own, or `overlap` is on and
+    both share a CUDA device."""
+    if edits_on_own_device(training, editing):
+        return True
+    return overlap and _resolved(editing if editing is not None else training).type == "cuda"
+
+
 class AsyncRound:
     """Feeds a round's views to an `EditWorker` and hands its results to the pipeline as they arrive."""
 
-    def __init__(self, batch_size: int = 1) -> None:
+    def __init__(self, batch_size: int = 1, device: Optional[Device] = None) -> None:
         self.batch_size = batch_size
+        self.device = device
+        """The editor's device: the worker edits on a low-priority stream of it when it is a CUDA device."""
         self.max_pending = 2  # submissions of batch_size views: one being edited, the next one queued
         self.worker: Optional[EditWorker] = None
         self.next_view = 0
         """The round's next view to submit."""
-        self.round_due = False
-        """A round came due while the previous one was still editing."""
-
-    def round_may_begin(self, due: bool, editing: bool, step: int) -> bool:
-        """Whether a round begins now: each view is edited once per round, so a round that comes due while the
-        previous one still edits begins right after it."""
-        if due and editing:
-            self.round_due = True
-            CONSOLE.log(f"igs2gs: step {step}: a round is due but the previous one is still editing; it follows it")
-            return False
-        if self.round_due and not editing:
-            self.round_due = False
-            return True
-        return due
 
     def begin(self) -> None:
         """A new round submits from its first view."""
@@ -66,31 +68,52 @@ class AsyncRound:
 
     def step(self, pipeline: "IGS2GSPipeline", step: int, apply: Callable[[EditResult, int], None]) -> None:
         """Apply the edits finished so far, then submit renders of the next views while the worker has room."""
-        if self.worker is None:
-            self.worker = EditWorker(pipeline.edit_jobs, max_pending=self.max_pending, batch_size=self.batch_size)
-        for result in self.worker.poll():
+        worker = self._worker(pipeline)
+        for result in worker.poll():
             apply(result, step)
-        views = pipeline.datamanager.num_train_views
-        while self.next_view < views and self.worker.can_submit:  # a batch rendered from the same splat state
-            batch = range(self.next_view, min(self.next_view + self.batch_size, views))
-            self.worker.submit(*(pipeline.make_edit_job(view, step) for view in batch))
-            self.next_view = batch.stop
+        while self.next_view < pipeline.datamanager.num_train_views and worker.can_submit:
+            self._submit_next(pipeline, step)
 
-    def finish(self, step: int, apply: Callable[[EditResult, int], None]) -> int:
-        """Wait for the edits in flight, apply them and stop the worker (end of training); return how many."""
-        if self.worker is None:
-            return 0
-        results = self.worker.wait()
-        self.close()
-        for result in results:
+    def complete(self, pipeline: "IGS2GSPipeline", step: int, apply: Callable[[EditResult, int], None]) -> int:
+        """Edit the round's remaining views now (training waits) and apply every result; return how many."""
+        worker = self._worker(pipeline)
+        applied = 0
+        while self.next_view < pipeline.datamanager.num_train_views:
+            for result in worker.poll():
+                apply(result, step)
+                applied += 1
+            self._submit_next(pipeline, step)  # waits while the worker's queue is full
+        for result in worker.wait():
             apply(result, step)
-        return len(results)
+            applied += 1
+        return applied
+
+    def finish(self, pipeline: "IGS2GSPipeline", step: int, apply: Callable[[EditResult, int], None]) -> int:
+        """End of training: complete the round in progress, if any, and stop the worker; return how many edits
+        were applied."""
+        applied = self.complete(pipeline, step, apply) if pipeline.edit_round.active else 0
+        self.close()
+        return applied
 
     def close(self) -> None:
         """Stop the worker (queued jobs are dropped)."""
         if self.worker is not None:
             self.worker.close()
             self.worker = None
+
+    def _worker(self, pipeline: "IGS2GSPipeline") -> EditWorker:
+        if self.worker is None:
+            stream = editing_stream(self.device) if self.device is not None else None
+            self.worker = EditWorker(
+                pipeline.edit_jobs, max_pending=self.max_pending, batch_size=self.batch_size, stream=stream
+            )
+        return self.worker
+
+    def _submit_next(self, pipeline: "IGS2GSPipeline", step: int) -> None:
+        """Submit the next `batch_size` views of the round, rendered from the same splat state."""
+        batch = range(self.next_view, min(self.next_view + self.batch_size, pipeline.datamanager.num_train_views))
+        self.worker.submit(*(pipeline.make_edit_job(view, step) for view in batch))
+        self.next_view = batch.stop
 
 
 def make_job(pipeline: "IGS2GSPipeline", idx: int, step: int, seed: int) -> EditJob:
@@ -99,10 +122,6 @@ def make_job(pipeline: "IGS2GSPipeline", idx: int, step: int, seed: int) -> Edit
 
     render = render_for_edit(pipeline, idx)
     original = pipeline.datamanager.original_image(idx).to(render.device)
-    return EditJob(
-        view=idx,
-        render=render.permute(2, 0, 1)[None].float(),
-        original=original.permute(2, 0, 1)[None].float(),
-        settings=pipeline.edit_settings(),
-        seed=seed,
-    )
+    render, original = render.permute(2, 0, 1)[None].float(), original.permute(2, 0, 1)[None].float()
+    settings, ready = pipeline.edit_settings(), ready_event(original)
+    return EditJob(view=idx, render=render, original=original, settings=settings, seed=seed, ready=ready)

@@ -9,14 +9,17 @@ submitted; every submitted job yields exactly one result (an edit, or the error 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
+import torch
 from torch import Tensor
 
+from igs2gs.edit_streams import wait_until_ready
 from igs2gs.editor import EditSettings
 
 _STOP = object()
@@ -31,6 +34,8 @@ class EditJob:
     original: Tensor
     settings: EditSettings
     seed: int
+    ready: Optional[Any] = None
+    """A CUDA event recorded after `render` and `original` were made; the worker waits for it (None: ready)."""
 
 
 @dataclass
@@ -54,13 +59,16 @@ EditBatch = Callable[[List[EditJob]], List[Optional[Tensor]]]
 
 class EditWorker:
     """Runs `edit` on the submitted jobs, in order, on a background thread: up to `batch_size` queued jobs
-    per call. Use as a context manager."""
+    per call, on `stream` when given (a CUDA stream of the editor's device). Use as a context manager."""
 
-    def __init__(self, edit: EditBatch, max_pending: int = 2, batch_size: int = 1) -> None:
+    def __init__(
+        self, edit: EditBatch, max_pending: int = 2, batch_size: int = 1, stream: Optional[torch.cuda.Stream] = None
+    ) -> None:
         if max_pending < 1 or batch_size < 1:
             raise ValueError(f"max_pending and batch_size must be >= 1, got {max_pending} and {batch_size}")
         self.edit = edit
         self.batch_size = batch_size
+        self.stream = stream
         self._jobs: "queue.Queue" = queue.Queue(maxsize=max_pending)
         self._results: "queue.Queue[EditResult]" = queue.Queue()
         self._pending = 0
@@ -147,12 +155,18 @@ class EditWorker:
         return batch
 
     def _run(self) -> None:
+        with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            self._serve()
+
+    def _serve(self) -> None:
         while True:
             batch = self._next_batch()
             jobs = [job for job in batch if job is not _STOP]
             if jobs:
                 started = time.perf_counter()
                 try:
+                    for job in jobs:
+                        wait_until_ready(job.ready, job.render.device)
                     images = self.edit(jobs)
                     seconds = (time.perf_counter() - started) / len(jobs)
                     for job, image in zip(jobs, images, strict=True):

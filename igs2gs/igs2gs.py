@@ -11,8 +11,9 @@ from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from igs2gs.graphed_lpips import GraphedLPIPS
 from igs2gs.optimizer_binding import rebind_optimizers
-from igs2gs.train_speed import loss_without_ssim, use_fused_adam
+from igs2gs.train_speed import loss_without_ssim, train_psnr, use_fused_adam
 
 
 @dataclass
@@ -33,12 +34,25 @@ class IGS2GSModelConfig(SplatfactoModelConfig):
     fused_adam: bool = True
     """Step the Gaussians' Adam optimizers with torch's fused kernel on CUDA (the same update, fewer launches;
     igs2gs/train_speed.py)."""
+    lpips_cuda_graphs: bool = True
+    """Replay the LPIPS loss (forward and backward) as CUDA graphs, one per training image size (the same kernels in
+    two launches; igs2gs/graphed_lpips.py)."""
 
 
 class IGS2GSModel(SplatfactoModel):
     """splatfacto that keeps its optimizers bound to the loaded Gaussians and adds an LPIPS loss."""
 
     config: IGS2GSModelConfig
+
+    def populate_modules(self):
+        super().populate_modules()
+        # Call the metric's network, not the metric: the metric accumulates scores (and their graphs).
+        self.graphed_lpips = GraphedLPIPS(lambda pred, gt: self.lpips.net(pred, gt, normalize=True).mean())
+
+    def capture_lpips_graphs(self, sizes) -> None:
+        """Capture the LPIPS loss for the training images' (height, width) sizes (CUDA; see graphed_lpips.py)."""
+        if self.config.lpips_cuda_graphs and self.config.lpips_loss_mult > 0:
+            self.graphed_lpips.capture(sizes, self.device)
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]  # noqa: A002 (parent's signature)
         super().load_state_dict(dict, **kwargs)
@@ -83,5 +97,13 @@ class IGS2GSModel(SplatfactoModel):
         if "mask" in batch:
             mask = self._downscale_if_required(batch["mask"]).to(self.device)
             gt, pred = gt * mask, pred * mask
-        # Call the metric's network, not the metric: the metric accumulates scores (and their graphs).
-        return self.lpips.net(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None], normalize=True).mean()
+        return self.graphed_lpips(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None])
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, torch.Tensor]:
+        if not self.training or self.config.color_corrected_metrics:
+            return super().get_metrics_dict(outputs, batch)
+        # splatfacto's metrics with the PSNR computed directly: the torchmetrics module costs ~1 ms of launches.
+        gt = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
+        metrics_dict = {"psnr": train_psnr(outputs["rgb"], gt), "gaussian_count": self.num_points}
+        self.camera_optimizer.get_metrics_dict(metrics_dict)
+        return metrics_dict

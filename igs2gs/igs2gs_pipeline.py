@@ -16,10 +16,11 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
-from igs2gs.async_edits import AsyncRound, edits_on_own_device, make_job
+from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device, make_job
 from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_schedule import EditRound, starts_round
+from igs2gs.edit_streams import prioritise_training
 from igs2gs.edit_worker import EditJob, EditResult
 from igs2gs.editor import EditSettings, ImageEditor
 from igs2gs.fast_edits import BatchedEdits, accepts_view_ids, configure_editor
@@ -63,6 +64,13 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """InstructPix2Pix weights: a Hugging Face hub id or a local diffusers folder."""
     ip2p_device: Optional[str] = None
     """Device of InstructPix2Pix, e.g. "cuda:1"; None uses the training device."""
+    overlap_edits: bool = True
+    """Edit in the background while the splats train, also on the training GPU: a worker thread runs InstructPix2Pix
+    on a low-priority CUDA stream while training takes a high-priority one (igs2gs/async_edits.py). Training samples
+    views from the newest cache during a round, and waits for a round's last edits when the next round is due or
+    training ends, so every round still edits every view. Off (or on the CPU): training stops for each edit batch,
+    and step k of a round trains on view k, as in the paper. With --pipeline.ip2p-device on another GPU, edits always
+    run in the background."""
     ip2p_use_full_precision: bool = False
     """Run InstructPix2Pix in float32 instead of float16 (about twice the memory and time)."""
     seed: int = 0
@@ -107,15 +115,17 @@ class IGS2GSPipeline(VanillaPipeline):
     ):
         if test_mode == "val":  # only edits use these options; viewing and exporting never edit
             check_pipeline_options(config)
+        background = test_mode == "val" and edits_in_background(device, config.ip2p_device, config.overlap_edits)
+        if background and not edits_on_own_device(device, config.ip2p_device):
+            prioritise_training(device)  # before the run's tensors are made: see edit_streams.py
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.edit_round = EditRound()
         self.batched_edits = BatchedEdits()  # edits made ahead for the round's next views (edit_batch_size)
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
-        # IP2P on a device of its own: rounds edit in the background while training goes on (async_edits.py).
-        self.async_round = (
-            AsyncRound(batch_size=config.edit_batch_size) if edits_on_own_device(device, config.ip2p_device) else None
-        )
+        # Rounds edit in the background while training goes on (async_edits.py).
+        editor_device = config.ip2p_device or device
+        self.async_round = AsyncRound(config.edit_batch_size, editor_device) if background else None
         if test_mode == "val":
             announce_input_warnings(config, self.datamanager.train_dataset.cameras)
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
@@ -187,8 +197,8 @@ class IGS2GSPipeline(VanillaPipeline):
         requested = self.igs2gs is not None and self.igs2gs.take_round_request()
         # A round begins once at its step, also when a resumed run trains that step again.
         begins = (starts_round(step, self.config.gs_steps) and step > self.keeper.state.round_start_step) or requested
-        if self.async_round is not None:  # background edits: a round due while one still edits waits for it
-            begins = self.async_round.round_may_begin(begins, self.edit_round.active, step)
+        if begins and self.edit_round.active and self.async_round is not None:  # the previous round ends first
+            self.async_round.complete(self, step, self.apply_async_edit)
         if begins:
             self.edit_round.begin()
             self.keeper.round_began(self, step)
@@ -224,6 +234,7 @@ class IGS2GSPipeline(VanillaPipeline):
                 getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations - 1
             )
         callbacks = super().get_training_callbacks(training_callback_attributes)
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._capture_graphs))
         if self.test_mode == "val":  # after the model's callbacks, which re-bind the optimizers
             callbacks += self.keeper.start(self, training_callback_attributes)
         if self.async_round is not None:  # the edits still in flight at the last step reach the cache
@@ -233,12 +244,26 @@ class IGS2GSPipeline(VanillaPipeline):
             )
         return callbacks
 
+    def _capture_graphs(self, step: int) -> None:
+        """At the first step, before any edit worker runs: the LPIPS loss's CUDA graphs, one per image size."""
+        if getattr(self, "_graphs_captured", False):
+            return
+        self._graphs_captured = True
+        self.model.capture_lpips_graphs({tuple(view["image"].shape[:2]) for view in self.datamanager.cached_train})
+
+    def train(self, mode: bool = True):
+        """nerfstudio's trainer sets the training mode of every module before each step (~1 ms of Python on a
+        step of a few ms): skip that when the pipeline and its model are in that mode already."""
+        if self.training == mode and self.model.training == mode:
+            return self
+        return super().train(mode)
+
     def _finish_async_edits(self, step: int) -> None:
         trainer = getattr(self, "_trainer", None)
         if trainer is None or self.async_round is None:
             return
         if step >= trainer._start_step + trainer.config.max_num_iterations - 1:
-            self.async_round.finish(step, self.apply_async_edit)
+            self.async_round.finish(self, step, self.apply_async_edit)
 
     def make_edit_job(self, idx: int, step: int) -> EditJob:
         """A background edit of view `idx` from its current render, with the seed of the step the round would

@@ -5,6 +5,7 @@ step, 0.8 ms of which is the render), so these cut launches and host-device sync
 
 - `use_fused_adam`: torch's fused Adam kernel, one launch per parameter tensor instead of about ten
   (the same update; torch documents the fused and foreach paths as the same algorithm).
+- `train_psnr`: the training PSNR without torchmetrics' module (which updates running state no one reads);
 - `loss_without_ssim`: splatfacto computes an SSIM term (forward and backward) even when its weight
   `ssim_lambda` is 0, as it is for igs2gs; the loss is the same without it.
 
@@ -43,6 +44,13 @@ def use_fused_adam(optimizers: Mapping[str, torch.optim.Optimizer], device_type:
         optimizer._step_supports_amp_scaling = True  # as Adam(fused=True) sets it
         switched.append(name)
     return switched
+
+
+@torch.no_grad()
+def train_psnr(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """PSNR of images in [0, 1], as torchmetrics' `PeakSignalNoiseRatio(data_range=1.0)` computes it for one
+    batch."""
+    return 10 * torch.log10(1.0 / torch.mean((pred.float() - gt.float()) ** 2))
 
 
 def loss_without_ssim(model: Any, outputs: Dict[str, torch.Tensor], batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:

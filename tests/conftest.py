@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,9 +74,10 @@ NS_BIN = Path(sys.executable).parent
 
 def run_ns(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
     """Run an ns-* console script of this environment; fail the test with its output when it fails."""
-    result = subprocess.run(
-        [str(NS_BIN / args[0]), *args[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=1200
-    )
+    script = NS_BIN / args[0]
+    if not script.exists():  # installed elsewhere on PATH (the GPU machine's bundle)
+        script = Path(shutil.which(args[0]) or script)
+    result = subprocess.run([str(script), *args[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
 

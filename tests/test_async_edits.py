@@ -1,7 +1,8 @@
-"""Rounds with the editor on its own device: edits arrive in the background while training goes on (issue 6).
+"""Rounds edited in the background while training goes on (issues 3 and 6).
 
-The CPU has one device, so the tests switch the background path on by hand (`AsyncRound`), as a second
-GPU would; the editor sleeps to stand in for a slow InstructPix2Pix.
+The CPU has one device and edits there in the training step, so the tests switch the background path on
+by hand (`AsyncRound`), as a second GPU or `overlap_edits` on a GPU would; the editor sleeps to stand in
+for a slow InstructPix2Pix.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 
 import torch
 
-from igs2gs.async_edits import AsyncRound, edits_on_own_device
+from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
 
 
@@ -38,10 +39,18 @@ def test_devices_of_their_own():
     assert edits_on_own_device("cuda:0", "cuda:1")
 
 
+def test_which_runs_edit_in_the_background():
+    assert not edits_in_background("cpu", None, overlap=True)  # the CPU edits in the training step
+    assert edits_in_background("cpu", "cuda:1", overlap=False)  # a device of its own: always
+    assert edits_in_background("cuda:0", None, overlap=True)
+    assert edits_in_background("cuda:0", "cuda:0", overlap=True)
+    assert not edits_in_background("cuda:0", None, overlap=False)
+
+
 class VerySlowAsyncPipeline(AsyncInvertPipeline):
     def build_editor(self):
         editor = SlowInvertEditor()
-        editor.delay = 1.0
+        editor.delay = 0.4
         return editor
 
 
@@ -71,24 +80,42 @@ def test_a_background_round_edits_every_view_once_in_order(splatfacto_run, tmp_p
     assert len(journal) == views
 
 
-def test_edits_in_flight_at_the_last_step_are_not_lost(splatfacto_run, tmp_path, random_lpips_backbones):
-    # 2 steps: the round starts at step 201, the last one, which submits what the worker has room for and
-    # then must wait for it at the end of training.
+def test_training_ends_only_after_the_round_in_progress_is_edited(splatfacto_run, tmp_path, random_lpips_backbones):
+    # 2 steps: the round starts at step 201, the last one; the worker has room for only part of it then,
+    # so the end of training renders and edits the rest before it stops the worker.
     trainer = _async_trainer(splatfacto_run, tmp_path, iterations=2, pipeline=VerySlowAsyncPipeline)
     pipeline = trainer.pipeline
     trainer.train()
-    edited = pipeline.datamanager.edited_views
-    submitted = sum(call[0][0] for call in pipeline.editor.calls)
-    assert 0 < submitted < pipeline.datamanager.num_train_views
-    assert edited == set(range(submitted))  # in order, none lost
+    views = pipeline.datamanager.num_train_views
+    calls = [call[0][0] for call in pipeline.editor.calls]
+    assert sum(calls) == views and len(calls) > 1
+    assert pipeline.datamanager.edited_views == set(range(views))
     assert pipeline.async_round.worker is None  # stopped at the end of training
-    assert pipeline.edit_round.cursor == len(edited)  # the round continues there when resumed
+    assert not pipeline.edit_round.active and pipeline.edit_round.rounds_started == 1
+    assert len(list((trainer.base_dir / "edits").glob("*.png"))) == views  # journalled, none lost
 
 
-def test_a_round_due_while_one_still_edits_follows_it():
-    async_round = AsyncRound()
-    assert async_round.round_may_begin(due=True, editing=False, step=10)
-    assert not async_round.round_may_begin(due=True, editing=True, step=20)
-    assert not async_round.round_may_begin(due=False, editing=True, step=21)
-    assert async_round.round_may_begin(due=False, editing=False, step=22)  # the previous round finished
-    assert not async_round.round_may_begin(due=False, editing=False, step=23)
+class RoundEveryFewStepsPipeline(AsyncInvertPipeline):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config.gs_steps = 4  # from the step-199 checkpoint: rounds due at steps 201, 205, 209
+        self.round_starts = []
+
+    def get_train_loss_dict(self, step):
+        before = self.edit_round.rounds_started
+        out = super().get_train_loss_dict(step)
+        if self.edit_round.rounds_started != before:
+            self.round_starts.append((step, len(self.datamanager.edited_views)))
+        return out
+
+
+def test_a_round_due_while_one_still_edits_waits_for_it(splatfacto_run, tmp_path, random_lpips_backbones):
+    # A slow editor cannot edit 11 views in 4 steps: each new round must wait for the previous one to end.
+    trainer = _async_trainer(splatfacto_run, tmp_path, iterations=10, pipeline=RoundEveryFewStepsPipeline)
+    pipeline = trainer.pipeline
+    trainer.train()
+    views = pipeline.datamanager.num_train_views
+    assert [step for step, _ in pipeline.round_starts] == [201, 205, 209]  # every round began at its step
+    assert pipeline.edit_round.rounds_started == 3
+    assert sum(call[0][0] for call in pipeline.editor.calls) == 3 * views  # every round edited every view once
+    assert all(edited == views for _, edited in pipeline.round_starts[1:])  # the previous round had ended

@@ -38,9 +38,11 @@ class InvertEditorPipeline(IGS2GSPipeline):
         return InvertEditor()
 
 
-def make_trainer(splatfacto_run, tmp_path, iterations: int = 14, model_target=None, **model_fields):
+def make_trainer(
+    splatfacto_run, tmp_path, iterations: int = 14, model_target=None, device_type: str = "cpu", **model_fields
+):
     config = copy.deepcopy(igs2gs_method.config)
-    config.machine.device_type = "cpu"
+    config.machine.device_type = device_type
     config.vis = "tensorboard"
     config.output_dir = tmp_path
     config.timestamp = "test"

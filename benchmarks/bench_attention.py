@@ -1,0 +1,82 @@
+"""Which scaled-dot-product-attention backend runs InstructPix2Pix's attention shapes fastest on this card.
+
+The UNet of a batched edit (8 views x 3 guidance branches = 24 samples at 512 px) runs self-attention at
+64x64, 32x32, 16x16 and 8x8 latents with 8 heads of 40, 80, 160 and 160 channels, and cross-attention over 77
+text tokens. Each shape is timed with each backend alone, with q, k, v laid out as diffusers' attention
+processor hands them over (heads as a strided view of [B, N, heads * d]). Prints ms per call and TFLOP/s.
+
+    python benchmarks/bench_attention.py [--batch 24] [--out OUT/bench_attention.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+HEADS = 8
+SHAPES = {  # name: (query tokens, key tokens, head dim); 5 self-attention blocks per size, one at 8x8
+    "self 64x64": (4096, 4096, 40),
+    "self 32x32": (1024, 1024, 80),
+    "self 16x16": (256, 256, 160),
+    "self 8x8": (64, 64, 160),
+    "cross 64x64": (4096, 77, 40),
+}
+BACKENDS = ["FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION"]
+
+
+def strided(batch: int, tokens: int, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """[B, heads, N, d] as a view of [B, N, heads * d], the layout diffusers passes to SDPA."""
+    x = torch.randn(batch, tokens, HEADS * dim, device="cuda", dtype=dtype)
+    return x.view(batch, tokens, HEADS, dim).transpose(1, 2)
+
+
+def time_ms(fn, repeats: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+    record = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "batch": args.batch, "shapes": {}}
+    for name, (nq, nk, dim) in SHAPES.items():
+        q = strided(args.batch, nq, dim, dtype)
+        k, v = strided(args.batch, nk, dim, dtype), strided(args.batch, nk, dim, dtype)
+        flop = 4 * args.batch * HEADS * nq * nk * dim
+        reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+        row = {}
+        for backend in BACKENDS:
+            try:
+                with sdpa_kernel([getattr(SDPBackend, backend)]):
+                    out = F.scaled_dot_product_attention(q, k, v)
+                    ms = time_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+                error = (out.float() - reference).abs().max().item()
+                row[backend] = {"ms": round(ms, 4), "tflops": round(flop / ms / 1e9, 1), "max_err": error}
+            except RuntimeError as err:
+                row[backend] = {"error": str(err).splitlines()[0][:160]}
+        with torch.no_grad():
+            row["default"] = {"ms": round(time_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v)), 4)}
+        record["shapes"][name] = row
+        print(name, json.dumps(row), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Checks that need a CUDA device: run them on the lent GPU (`python -m pytest tests/test_gpu.py`).
+
+On a machine without CUDA they are skipped; the CPU suite covers the same logic with the CUDA parts off
+(tests/test_step_overhead.py, tests/test_async_edits.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from igs2gs.edit_streams import editing_stream, prioritise_training, ready_event
+from igs2gs.edit_worker import EditJob, EditWorker
+from igs2gs.editor import EditSettings
+from igs2gs.graphed_lpips import GraphedLPIPS
+from tests.test_async_edits import SlowInvertEditor
+from tests.test_pipeline import InvertEditorPipeline, make_trainer
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the lent GPU)")
+
+
+def _in_own_thread(fn):
+    """Run fn in a new thread (its CUDA stream settings stay there) and return its result."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("value", fn()))
+    thread.start()
+    thread.join()
+    return out["value"]
+
+
+def test_graphed_lpips_gives_the_eager_loss_and_gradient(random_lpips_backbones):
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    net = LearnedPerceptualImagePatchSimilarity(normalize=True).net.cuda()
+
+    def loss(pred, gt):
+        return net(pred, gt, normalize=True).mean()
+
+    graphed = GraphedLPIPS(loss)
+    graphed.capture([(64, 48)], torch.device("cuda"))
+    assert graphed.sizes == [(64, 48)]
+    values = []
+    for seed in range(3):  # each replay sees its own inputs
+        torch.manual_seed(seed)
+        pred = torch.rand(64, 48, 3, device="cuda", requires_grad=True)
+        gt = torch.rand(64, 48, 3, device="cuda")
+        got = graphed(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None])
+        got.backward()
+        pred_eager = pred.detach().clone().requires_grad_(True)
+        expected = loss(pred_eager.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None])
+        expected.backward()
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(pred.grad, pred_eager.grad, rtol=1e-3, atol=1e-6)
+        values.append(got)
+    assert len({round(v.item(), 6) for v in values}) == 3  # outputs are copies, not the graph's buffer
+
+
+def test_the_worker_waits_for_renders_made_on_the_training_stream():
+    device = torch.device("cuda")
+
+    def run() -> list:
+        prioritise_training(device)
+        assert torch.cuda.current_stream(device).priority < 0
+        stream = editing_stream(device)
+        with EditWorker(lambda jobs: [job.render * 2 for job in jobs], stream=stream) as worker:
+            for value in range(4):
+                render = torch.zeros(1, 3, 256, 256, device=device)
+                torch.cuda._sleep(20_000_000)  # ~10 ms of GPU time before the render is written
+                render.fill_(value)
+                job = EditJob(value, render, render, EditSettings(prompt="x"), seed=0, ready=ready_event(render))
+                worker.submit(job)
+            return [r.image for r in worker.wait()]
+
+    images = _in_own_thread(run)
+    for value, image in enumerate(images):
+        assert torch.all(image == 2 * value), f"job {value} was edited before its render was written"
+
+
+class SlowGpuInvertPipeline(InvertEditorPipeline):
+    def build_editor(self):
+        editor = SlowInvertEditor()
+        editor.delay = 0.05
+        return editor
+
+
+def test_a_one_gpu_run_edits_in_the_background(splatfacto_run, tmp_path, random_lpips_backbones):
+    def run():
+        trainer = make_trainer(splatfacto_run, tmp_path, iterations=30, device_type="cuda")
+        trainer.config.pipeline._target = SlowGpuInvertPipeline
+        trainer.setup()
+        pipeline = trainer.pipeline
+        assert pipeline.async_round is not None, "overlap_edits is on by default on a GPU"
+        assert torch.cuda.current_stream().priority < 0, "training runs on a high-priority stream"
+        datamanager = pipeline.datamanager
+        datamanager.cached_train  # noqa: B018 (records the originals)
+        originals = [image.clone() for image in datamanager.original_images]
+        started = time.perf_counter()
+        trainer.train()
+        assert datamanager.edited_views == set(range(datamanager.num_train_views))
+        for idx, original in enumerate(originals):
+            expected = torch.round((1.0 - original[..., :3].cuda()) * 255) / 255
+            cached = datamanager.cached_train[idx]["image"][..., :3].cuda()
+            torch.testing.assert_close(cached, expected, atol=1e-6, rtol=0)
+        assert pipeline.model.graphed_lpips.sizes, "the LPIPS loss was captured as CUDA graphs"
+        return time.perf_counter() - started
+
+    assert _in_own_thread(run) > 0
