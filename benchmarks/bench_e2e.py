@@ -52,7 +52,8 @@ ORIGINAL = {
     "edit_batch_size": 1,
     "ip2p_compile": False,
     "ip2p_fast_kernels": False,
-    "model": {"fused_adam": False},
+    "overlap_edits": False,
+    "model": {"fused_adam": False, "lpips_cuda_graphs": False},
 }
 """Pipeline options that give the original's InstructPix2Pix placement and one view per edit."""
 

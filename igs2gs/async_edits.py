@@ -2,7 +2,7 @@
 
 Used when InstructPix2Pix has a device of its own (`--pipeline.ip2p-device cuda:1`) and, with
 `--pipeline.overlap-edits` (on by default), on the training GPU itself: a worker thread edits on a
-low-priority CUDA stream while training runs on a high-priority one (`edit_streams.py`). A round does not
+CUDA stream of its own while training keeps the default stream (`edit_streams.py`). A round does not
 stop training for each edit. At every step of the round the pipeline hands the worker fresh renders of
 the round's next views, in index order, `edit_batch_size` at a time and while the worker has room, and
 writes the edits that have finished into the image cache. Training meanwhile samples views as between
@@ -56,7 +56,7 @@ class AsyncRound:
     def __init__(self, batch_size: int = 1, device: Optional[Device] = None) -> None:
         self.batch_size = batch_size
         self.device = device
-        """The editor's device: the worker edits on a low-priority stream of it when it is a CUDA device."""
+        """The editor's device: the worker edits on a stream of its own there when it is a CUDA device."""
         self.max_pending = 2  # submissions of batch_size views: one being edited, the next one queued
         self.worker: Optional[EditWorker] = None
         self.next_view = 0

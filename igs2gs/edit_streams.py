@@ -1,10 +1,10 @@
 """CUDA streams that let InstructPix2Pix edit on the training GPU while the splats train.
 
-The background worker edits on a stream of its own, at the lowest priority; the training thread moves to
-a stream of the highest priority, so the GPU schedules a training step's small kernels ahead of the
-editor's long ones instead of queueing them behind. A job's render and photo are made on the training
-stream: the worker waits for an event recorded after them before reading them. Everything here is a no-op
-off CUDA.
+The background worker edits on a stream of its own; training keeps the default stream, as nerfstudio and
+gsplat expect. (Moving training to a high-priority stream was tried: on an H200 the run then failed with an
+illegal memory access at the first background edit, so it was dropped.) A job's render and photo are made
+on the training stream: the worker waits for an event recorded after them before reading them. Everything
+here is a no-op off CUDA.
 """
 
 from __future__ import annotations
@@ -17,27 +17,11 @@ Device = Union[torch.device, str]
 
 
 def editing_stream(device: Device) -> Optional[torch.cuda.Stream]:
-    """A new lowest-priority stream on the editor's CUDA `device` (None elsewhere)."""
+    """A new stream on the editor's CUDA `device` (None elsewhere)."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    return torch.cuda.Stream(device=device, priority=0)  # 0 is the lowest priority CUDA has
-
-
-def prioritise_training(device: Device) -> Optional[torch.cuda.Stream]:
-    """Move the calling thread's later work on the CUDA `device` to a highest-priority stream (ordered after
-    the work queued so far); return it, or None off CUDA. Call it before the run allocates its tensors, so
-    they all belong to that stream's memory pool."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return None
-    current = torch.cuda.current_stream(device)
-    if current.priority < 0:
-        return current  # already moved
-    stream = torch.cuda.Stream(device=device, priority=-100)  # torch maps it to the highest priority
-    stream.wait_stream(current)
-    torch.cuda.set_stream(stream)
-    return stream
+    return torch.cuda.Stream(device=device)
 
 
 def ready_event(tensor: torch.Tensor) -> Optional[torch.cuda.Event]:

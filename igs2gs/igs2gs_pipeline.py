@@ -16,11 +16,10 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
-from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device, make_job
+from igs2gs.async_edits import AsyncRound, edits_in_background, make_job
 from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_schedule import EditRound, starts_round
-from igs2gs.edit_streams import prioritise_training
 from igs2gs.edit_worker import EditJob, EditResult
 from igs2gs.editor import EditSettings, ImageEditor
 from igs2gs.fast_edits import BatchedEdits, accepts_view_ids, configure_editor
@@ -66,7 +65,7 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """Device of InstructPix2Pix, e.g. "cuda:1"; None uses the training device."""
     overlap_edits: bool = True
     """Edit in the background while the splats train, also on the training GPU: a worker thread runs InstructPix2Pix
-    on a low-priority CUDA stream while training takes a high-priority one (igs2gs/async_edits.py). Training samples
+    on a CUDA stream of its own while training keeps the default stream (igs2gs/async_edits.py). Training samples
     views from the newest cache during a round, and waits for a round's last edits when the next round is due or
     training ends, so every round still edits every view. Off (or on the CPU): training stops for each edit batch,
     and step k of a round trains on view k, as in the paper. With --pipeline.ip2p-device on another GPU, edits always
@@ -116,8 +115,6 @@ class IGS2GSPipeline(VanillaPipeline):
         if test_mode == "val":  # only edits use these options; viewing and exporting never edit
             check_pipeline_options(config)
         background = test_mode == "val" and edits_in_background(device, config.ip2p_device, config.overlap_edits)
-        if background and not edits_on_own_device(device, config.ip2p_device):
-            prioritise_training(device)  # before the run's tensors are made: see edit_streams.py
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.edit_round = EditRound()
         self.batched_edits = BatchedEdits()  # edits made ahead for the round's next views (edit_batch_size)
@@ -249,7 +246,9 @@ class IGS2GSPipeline(VanillaPipeline):
         if getattr(self, "_graphs_captured", False):
             return
         self._graphs_captured = True
-        self.model.capture_lpips_graphs({tuple(view["image"].shape[:2]) for view in self.datamanager.cached_train})
+        capture = getattr(self.model, "capture_lpips_graphs", None)  # another model (e.g. splatfacto's) has none
+        if capture is not None:
+            capture({tuple(view["image"].shape[:2]) for view in self.datamanager.cached_train})
 
     def train(self, mode: bool = True):
         """nerfstudio's trainer sets the training mode of every module before each step (~1 ms of Python on a
