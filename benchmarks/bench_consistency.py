@@ -74,6 +74,7 @@ class ColourEditPipeline(IGS2GSPipeline):
 def held_out_psnr(pipeline: Any) -> dict[str, float]:
     """Mean PSNR of the eval views' renders against their colour-transformed photos (and of the train views)."""
     model, dm = pipeline.model, pipeline.datamanager
+    dm.cached_train, dm.cached_eval  # noqa: B018 (caching undistorts the images and resizes their cameras first)
     model.eval()
     out = {}
     for split, dataset, cache in (("eval", dm.eval_dataset, dm.cached_eval), ("train", dm.train_dataset, None)):
