@@ -103,6 +103,9 @@ class AsyncRound:
 
     def _worker(self, pipeline: "IGS2GSPipeline") -> EditWorker:
         if self.worker is None:
+            # Nothing is in flight: the round goes on at its first view not yet edited (a resumed run's is restored
+            # from the checkpoint or the edit journal).
+            self.next_view = pipeline.edit_round.cursor
             stream = editing_stream(self.device) if self.device is not None else None
             self.worker = EditWorker(
                 pipeline.edit_jobs, max_pending=self.max_pending, batch_size=self.batch_size, stream=stream

@@ -12,6 +12,7 @@ import time
 import torch
 
 from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device
+from igs2gs.edit_schedule import EditRound
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
 
 
@@ -119,3 +120,16 @@ def test_a_round_due_while_one_still_edits_waits_for_it(splatfacto_run, tmp_path
     assert pipeline.edit_round.rounds_started == 3
     assert sum(call[0][0] for call in pipeline.editor.calls) == 3 * views  # every round edited every view once
     assert all(edited == views for _, edited in pipeline.round_starts[1:])  # the previous round had ended
+
+
+def test_a_resumed_round_goes_on_at_its_first_unedited_view(splatfacto_run, tmp_path, random_lpips_backbones):
+    # As a run resumed from a checkpoint taken mid-round: views 0..3 were edited, the round waits at view 4.
+    trainer = _async_trainer(splatfacto_run, tmp_path, iterations=1)
+    pipeline = trainer.pipeline
+    pipeline.edit_round = EditRound(active=True, cursor=4, rounds_started=1)
+    pipeline.keeper.state.round_start_step = 150
+    trainer.train()  # step 200: no new round; the round in progress is edited to its end
+    views = pipeline.datamanager.num_train_views
+    assert pipeline.datamanager.edited_views == set(range(4, views))
+    assert sum(call[0][0] for call in pipeline.editor.calls) == views - 4  # each remaining view once
+    assert not pipeline.edit_round.active and pipeline.edit_round.rounds_started == 1
