@@ -51,8 +51,13 @@ class IGS2GSModel(SplatfactoModel):
 
     def capture_lpips_graphs(self, sizes) -> None:
         """Capture the LPIPS loss for the training images' (height, width) sizes (CUDA; see graphed_lpips.py)."""
-        if self.config.lpips_cuda_graphs and self.config.lpips_loss_mult > 0:
+        if not (self.config.lpips_cuda_graphs and self.config.lpips_loss_mult > 0):
+            return
+        try:
             self.graphed_lpips.capture(sizes, self.device)
+        except RuntimeError as err:  # a speed-up only: the loss runs eagerly instead
+            self.graphed_lpips = GraphedLPIPS(self.graphed_lpips.loss)
+            CONSOLE.log(f"igs2gs: the LPIPS loss could not be captured as CUDA graphs ({err}); it runs eagerly")
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]  # noqa: A002 (parent's signature)
         super().load_state_dict(dict, **kwargs)

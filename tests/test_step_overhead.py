@@ -73,3 +73,17 @@ def test_pipeline_train_mode_is_set_again_when_the_model_left_it(splatfacto_run,
     assert pipeline.model.training and pipeline.model.camera_optimizer.training
     pipeline.eval()
     assert not pipeline.training and not pipeline.model.camera_optimizer.training
+
+
+def test_a_failed_lpips_capture_leaves_the_eager_loss(splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch):
+    trainer = make_trainer(splatfacto_run, tmp_path, iterations=1)
+    model = trainer.pipeline.model
+
+    def failing_capture(sizes, device):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(model.graphed_lpips, "capture", failing_capture)
+    model.capture_lpips_graphs([(64, 64)])
+    assert model.graphed_lpips.sizes == []
+    trainer.train()  # the run goes on with the eager loss
+    assert trainer.step == 200
