@@ -1,10 +1,11 @@
 """CUDA streams that let InstructPix2Pix edit on the training GPU while the splats train.
 
-The background worker edits on a stream of its own; training keeps the default stream, as nerfstudio and
-gsplat expect. (Moving training to a high-priority stream was tried: on an H200 the run then failed with an
-illegal memory access at the first background edit, so it was dropped.) A job's render and photo are made
-on the training stream: the worker waits for an event recorded after them before reading them. Everything
-here is a no-op off CUDA.
+The background worker edits on a stream of its own. Training keeps the default stream unless
+`--pipeline.training-stream-priority` moves it to a highest-priority stream, so that the GPU schedules a
+training step's small kernels ahead of the editor's long ones instead of queueing them behind (the default
+stream has the lowest priority, so the editor cannot be put below it). That needs gsplat's SH kernels to
+follow the stream (igs2gs/gsplat_streams.py). A job's render and photo are made on the training stream: the
+worker waits for an event recorded after them before reading them. Everything here is a no-op off CUDA.
 """
 
 from __future__ import annotations
@@ -22,6 +23,23 @@ def editing_stream(device: Device) -> Optional[torch.cuda.Stream]:
     if device.type != "cuda":
         return None
     return torch.cuda.Stream(device=device)
+
+
+def prioritise_training(device: Device) -> Optional[torch.cuda.Stream]:
+    """Move the calling thread's later work on the CUDA `device` to a highest-priority stream, ordered after the
+    work queued so far; return it (None off CUDA). Call it before the run makes its tensors, so that they belong
+    to that stream's memory pool."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    current = torch.cuda.current_stream(device)
+    if current.priority < 0:
+        return current  # moved already
+    low, high = torch.cuda.Stream.priority_range()
+    stream = torch.cuda.Stream(device=device, priority=min(low, high))  # the lower number is the higher priority
+    stream.wait_stream(current)
+    torch.cuda.set_stream(stream)
+    return stream
 
 
 def ready_event(tensor: torch.Tensor) -> Optional[torch.cuda.Event]:

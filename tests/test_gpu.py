@@ -105,3 +105,41 @@ def test_a_one_gpu_run_edits_in_the_background(splatfacto_run, tmp_path, random_
         return time.perf_counter() - started
 
     assert _in_own_thread(run) > 0
+
+
+def test_gsplat_sh_on_a_side_stream_waits_for_its_inputs():
+    from gsplat import spherical_harmonics
+
+    import igs2gs.igs2gs_config  # noqa: F401 (orders gsplat's SH kernels with the current stream)
+
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    dirs = torch.randn(200_000, 3, device=device)
+    coeffs = torch.randn(200_000, 16, 3, device=device)
+    expected = spherical_harmonics(3, dirs, coeffs)
+
+    def on_side_stream():
+        with torch.cuda.stream(torch.cuda.Stream()):
+            late = torch.zeros_like(coeffs)
+            torch.cuda._sleep(50_000_000)  # the inputs are written only after ~25 ms of GPU time
+            late.copy_(coeffs)
+            colors = spherical_harmonics(3, dirs, late)
+            return colors.clone()
+
+    torch.testing.assert_close(_in_own_thread(on_side_stream), expected)
+
+
+def test_a_run_with_training_on_a_high_priority_stream(splatfacto_run, tmp_path, random_lpips_backbones):
+    def run():
+        trainer = make_trainer(splatfacto_run, tmp_path, iterations=30, device_type="cuda")
+        trainer.config.pipeline._target = SlowGpuInvertPipeline
+        trainer.config.pipeline.training_stream_priority = True
+        trainer.setup()
+        assert torch.cuda.current_stream().priority < 0
+        trainer.train()
+        means = trainer.pipeline.model.means
+        assert torch.isfinite(means).all()
+        views = trainer.pipeline.datamanager.num_train_views
+        assert trainer.pipeline.datamanager.edited_views == set(range(views))
+
+    _in_own_thread(run)
