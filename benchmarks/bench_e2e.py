@@ -58,29 +58,25 @@ ORIGINAL = {
 }
 """Pipeline options that give the original's InstructPix2Pix placement and one view per edit."""
 
+OURS_RUNS: dict[str, dict[str, Any]] = {
+    "ours": {},  # the defaults
+    "ours-sync": {"overlap_edits": False},  # training waits for each edit batch
+    "ours-priority": {"training_stream_priority": True},  # background edits, training on a high-priority stream
+    "ours-2gpu": {"ip2p_device": "cuda:1"},  # InstructPix2Pix on the second GPU (issue 6)
+}
+"""The whole default run with these pipeline options."""
+
 
 def child(args: argparse.Namespace) -> None:
     import torch
 
     name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
-    if name == "ours":
-        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model)
+    if name in OURS_RUNS:
+        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[name])
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
         train_s = timed_train(trainer, args.ours_steps)
-        if args.profile_steps:
+        if name == "ours" and args.profile_steps:
             profile_plain_steps(trainer, args.profile_steps)
-    elif name == "ours-sync":  # training waits for each edit batch
-        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, overlap_edits=False)
-        timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
-        train_s = timed_train(trainer, args.ours_steps)
-    elif name == "ours-priority":  # background edits with training on a highest-priority stream
-        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, training_stream_priority=True)
-        timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
-        train_s = timed_train(trainer, args.ours_steps)
-    elif name == "ours-2gpu":  # InstructPix2Pix on the second GPU, editing while training goes on (issue 6)
-        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, ip2p_device="cuda:1")
-        timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
-        train_s = timed_train(trainer, args.ours_steps)
     elif name == "original":
         trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **ORIGINAL)
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
