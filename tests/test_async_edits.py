@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
 from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device
@@ -133,3 +134,22 @@ def test_a_resumed_round_goes_on_at_its_first_unedited_view(splatfacto_run, tmp_
     assert pipeline.datamanager.edited_views == set(range(4, views))
     assert sum(call[0][0] for call in pipeline.editor.calls) == views - 4  # each remaining view once
     assert not pipeline.edit_round.active and pipeline.edit_round.rounds_started == 1
+
+
+class MissingWeightsAsyncPipeline(AsyncInvertPipeline):
+    def build_editor(self):
+        from igs2gs.ip2p import IP2PLoadError
+
+        raise IP2PLoadError("Could not load the InstructPix2Pix weights of 'nowhere'")
+
+
+def test_weights_that_do_not_load_in_the_worker_stop_the_run_with_their_message(
+    splatfacto_run, tmp_path, random_lpips_backbones
+):
+    from igs2gs.errors import IGS2GSConfigError
+
+    trainer = _async_trainer(splatfacto_run, tmp_path, iterations=5, pipeline=MissingWeightsAsyncPipeline)
+    with pytest.raises(IGS2GSConfigError, match="weights of 'nowhere'"):
+        trainer.train()
+    assert trainer.pipeline.async_round.worker is None  # stopped, no thread left behind
+    assert trainer.pipeline.datamanager.edited_views == set()
