@@ -2,7 +2,7 @@
 
 Used when InstructPix2Pix has a device of its own (`--pipeline.ip2p-device cuda:1`) and, with
 `--pipeline.overlap-edits` (on by default), on the training GPU itself: a worker thread edits on a
-CUDA stream of its own while training keeps the default stream (`edit_streams.py`). A round does not
+CUDA stream of its own while training goes on (`edit_streams.py`). A round does not
 stop training for each edit. At every step of the round the pipeline hands the worker fresh renders of
 the round's next views, in index order, `edit_batch_size` at a time and while the worker has room, and
 writes the edits that have finished into the image cache. Training meanwhile samples views as between

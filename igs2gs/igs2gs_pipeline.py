@@ -243,7 +243,7 @@ class IGS2GSPipeline(VanillaPipeline):
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._capture_graphs))
         if self.test_mode == "val":  # after the model's callbacks, which re-bind the optimizers
             callbacks += self.keeper.start(self, training_callback_attributes)
-        if self.async_round is not None:  # the edits still in flight at the last step reach the cache
+        if self.async_round is not None:  # at the last step the round in progress is edited to its end
             self._trainer = training_callback_attributes.trainer  # its step count is read at every step
             callbacks.append(
                 TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._finish_async_edits)
