@@ -4,8 +4,9 @@ gsplat launches `compute_sh_fwd` and `compute_sh_bwd` (`gsplat/cuda/csrc/compute
 stream argument, so they run on the legacy default stream whatever stream the caller is on; every other
 kernel it launches uses torch's current stream. Work on a torch side stream (created non-blocking) is not
 ordered with the legacy default stream: a splatfacto step trained on a side stream would read colours
-before they are computed and free their inputs early. That is how training on a high-priority stream
-next to background edits (igs2gs/edit_streams.py) broke on an H200 with an illegal memory access.
+before they are computed and free their inputs early. That is the most likely cause of the illegal memory
+access seen on an H200 when training ran on a high-priority stream next to background edits
+(igs2gs/edit_streams.py); the fixed version has not run on a GPU yet.
 
 `order_sh_kernels_with_current_stream()` wraps the two calls: when the current stream is not the default
 one, the default stream first waits for it and the current stream then waits for the default one, so the

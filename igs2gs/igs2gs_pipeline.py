@@ -129,6 +129,7 @@ class IGS2GSPipeline(VanillaPipeline):
         self.batched_edits = BatchedEdits()  # edits made ahead for the round's next views (edit_batch_size)
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
+        self._graphs_captured = False  # the LPIPS loss's CUDA graphs, captured at the first training step
         # Rounds edit in the background while training goes on (async_edits.py).
         editor_device = config.ip2p_device or device
         self.async_round = AsyncRound(config.edit_batch_size, editor_device) if background else None
@@ -252,7 +253,7 @@ class IGS2GSPipeline(VanillaPipeline):
 
     def _capture_graphs(self, step: int) -> None:
         """At the first step, before any edit worker runs: the LPIPS loss's CUDA graphs, one per image size."""
-        if getattr(self, "_graphs_captured", False):
+        if self._graphs_captured:
             return
         self._graphs_captured = True
         capture = getattr(self.model, "capture_lpips_graphs", None)  # another model (e.g. splatfacto's) has none
