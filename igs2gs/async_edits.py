@@ -17,10 +17,12 @@ step, one batch at a time, as the paper's rounds do.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import torch
 
+from igs2gs.capture_gate import GATE
 from igs2gs.edit_streams import editing_stream, ready_event
 from igs2gs.edit_worker import EditJob, EditResult, EditWorker
 
@@ -83,7 +85,9 @@ class AsyncRound:
                 apply(result, step)
                 applied += 1
             self._submit_next(pipeline, step)  # waits while the worker's queue is full
-        for result in worker.wait():
+        with GATE.waiting():  # the worker may capture its CUDA graphs meanwhile
+            results = worker.wait()
+        for result in results:
             apply(result, step)
             applied += 1
         return applied
@@ -115,7 +119,9 @@ class AsyncRound:
     def _submit_next(self, pipeline: "IGS2GSPipeline", step: int) -> None:
         """Submit the next `batch_size` views of the round, rendered from the same splat state."""
         batch = range(self.next_view, min(self.next_view + self.batch_size, pipeline.datamanager.num_train_views))
-        self.worker.submit(*(pipeline.make_edit_job(view, step) for view in batch))
+        jobs = [pipeline.make_edit_job(view, step) for view in batch]  # renders: part of the training step
+        with GATE.waiting() if not self.worker.can_submit else contextlib.nullcontext():  # captures while it waits
+            self.worker.submit(*jobs)
         self.next_view = batch.stop
 
 

@@ -153,3 +153,52 @@ def test_weights_that_do_not_load_in_the_worker_stop_the_run_with_their_message(
         trainer.train()
     assert trainer.pipeline.async_round.worker is None  # stopped, no thread left behind
     assert trainer.pipeline.datamanager.edited_views == set()
+
+
+class CapturingEditor(SlowInvertEditor):
+    """Enters the capture gate in every edit, as InstructPix2Pix's first edit of a size does to capture graphs,
+    and records whether the training thread was computing its step's loss meanwhile."""
+
+    delay = 0.05
+
+    def __init__(self, pipeline):
+        super().__init__()
+        self.pipeline = pipeline
+        self.inside_step = []
+
+    def edit(self, renders, originals, settings, generator=None):
+        from igs2gs.capture_gate import GATE
+
+        with GATE.capturing(timeout=3.0) as free:
+            for _ in range(5):  # the capture takes a while; a step running meanwhile shows up
+                self.inside_step.append(not free or self.pipeline.computing_loss)
+                time.sleep(0.01)
+            return super().edit(renders, originals, settings, generator)
+
+
+class CapturingAsyncPipeline(AsyncInvertPipeline):
+    computing_loss = False
+
+    def build_editor(self):
+        return CapturingEditor(self)
+
+    def get_train_loss_dict(self, step):
+        self.computing_loss = True
+        try:
+            return super().get_train_loss_dict(step)
+        finally:
+            self.computing_loss = False
+
+
+@pytest.mark.parametrize("iterations, delay", [(40, 0.05), (3, 0.3)])  # the round ends first / training ends first
+def test_the_worker_captures_only_between_training_steps(
+    splatfacto_run, tmp_path, random_lpips_backbones, iterations, delay, monkeypatch
+):
+    monkeypatch.setattr(CapturingEditor, "delay", delay)
+    trainer = _async_trainer(splatfacto_run, tmp_path, iterations=iterations, pipeline=CapturingAsyncPipeline)
+    started = time.perf_counter()
+    trainer.train()
+    editor, datamanager = trainer.pipeline.editor, trainer.pipeline.datamanager
+    assert datamanager.edited_views == set(range(datamanager.num_train_views))
+    assert editor.inside_step and not any(editor.inside_step), "a capture ran during a training step"
+    assert time.perf_counter() - started < 60
