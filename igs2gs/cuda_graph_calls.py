@@ -100,7 +100,7 @@ class GraphedCalls:
         side.wait_stream(current)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.device(device), torch.cuda.stream(side):
+            with torch.cuda.stream(side):
                 for _ in range(self.warmup):  # lazy initialisation, cuBLAS workspaces, cuDNN plans: not capturable
                     self.fn(*static)
                 with GATE.capturing() as free:  # no training step runs meanwhile (igs2gs/capture_gate.py)

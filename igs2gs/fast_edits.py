@@ -118,9 +118,8 @@ def _to_edit(image: torch.Tensor, edit_size: Tuple[int, int]) -> torch.Tensor:  
     return resize(image.permute(2, 0, 1)[None].float(), edit_size)
 
 
-def configure_editor(editor: Any, config: Any, own_device: bool = False) -> None:
-    """Apply the pipeline config's editor switches (`IGS2GSPipelineConfig.ip2p_*`) to an InstructPix2PixEditor;
-    `own_device`: the editor has a GPU of its own, away from training (CUDA graphs' default)."""
+def configure_editor(editor: Any, config: Any) -> None:
+    """Apply the pipeline config's editor switches (`IGS2GSPipelineConfig.ip2p_*`) to an InstructPix2PixEditor."""
     if config.ip2p_memory_savers:
         CONSOLE.log("igs2gs: InstructPix2Pix with the original's memory savers (model CPU offload, attention slicing)")
         editor.enable_attention_slicing()
@@ -136,7 +135,7 @@ def configure_editor(editor: Any, config: Any, own_device: bool = False) -> None
         editor.enable_fast_kernels()
     if config.ip2p_compile:
         editor.enable_compile(cache_dir=config.ip2p_compile_cache)
-    elif config.ip2p_cuda_graphs or (config.ip2p_cuda_graphs is None and own_device):
+    elif config.ip2p_cuda_graphs:
         editor.enable_cuda_graphs()
     else:
         return

@@ -96,12 +96,9 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only): 141 instead of 239 ms per 512 px view on an
     H200, but the first edit of a new image size compiles for 83 s, more than a default run's 261 edits save; later
     runs of that size load the kernels from ip2p_compile_cache. Turn on for repeated edits of one scene."""
-    ip2p_cuda_graphs: Optional[bool] = None
+    ip2p_cuda_graphs: bool = True
     """Replay InstructPix2Pix's eager denoising step and VAE as CUDA graphs (CUDA; ignored with ip2p_compile): the
-    same kernels in one launch per call, captured at the first edit of each size (igs2gs/cuda_graph_calls.py), so
-    the edit worker hardly needs the CPU. None: on when InstructPix2Pix has a GPU of its own (--pipeline.ip2p-device),
-    off when it shares the training GPU, where it measured slower (132 s instead of 118 s for the default bear
-    edit on an H200, 2.8 GiB more GPU memory reserved)."""
+    same kernels in one launch per call, captured at the first edit of each size (igs2gs/cuda_graph_calls.py)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
     """Folder of compiled kernels kept between runs (TORCHINDUCTOR_CACHE_DIR wins when set); None: torch's default."""
     ip2p_memory_savers: bool = False
@@ -158,7 +155,7 @@ class IGS2GSPipeline(VanillaPipeline):
         editor = load_ip2p_editor(
             self.config.ip2p_model, device=device, full_precision=self.config.ip2p_use_full_precision
         )
-        configure_editor(editor, self.config, own_device=edits_on_own_device(self.device, device))
+        configure_editor(editor, self.config)
         return editor
 
     def edit_settings(self) -> EditSettings:

@@ -56,17 +56,11 @@ def _config(**changes) -> SimpleNamespace:
     return SimpleNamespace(**{**defaults, **changes})
 
 
-def test_an_editor_on_a_gpu_of_its_own_replays_captured_graphs_by_default() -> None:
+def test_cuda_editors_replay_captured_graphs_by_default() -> None:
     editor = RecordingEditor("cuda")
-    configure_editor(editor, _config(), own_device=True)
+    configure_editor(editor, _config())
     assert editor.calls == ["enable_vae_slicing", "enable_fast_kernels", "enable_cuda_graphs"]
     assert editor.pad_views_to == IGS2GSPipelineConfig().edit_batch_size  # one captured batch size per round
-    editor = RecordingEditor("cuda")
-    configure_editor(editor, _config())  # sharing the training GPU: eager by default
-    assert editor.calls == ["enable_vae_slicing", "enable_fast_kernels"] and editor.pad_views_to == 0
-    editor = RecordingEditor("cuda")
-    configure_editor(editor, _config(ip2p_cuda_graphs=True))
-    assert editor.calls[-1] == "enable_cuda_graphs"
 
 
 def test_compile_replaces_the_captured_graphs_and_the_cpu_gets_neither() -> None:
@@ -74,8 +68,8 @@ def test_compile_replaces_the_captured_graphs_and_the_cpu_gets_neither() -> None
     configure_editor(editor, _config(ip2p_compile=True))
     assert "enable_compile" in editor.calls and "enable_cuda_graphs" not in editor.calls
     editor = RecordingEditor("cuda")
-    configure_editor(editor, _config(ip2p_cuda_graphs=False), own_device=True)
+    configure_editor(editor, _config(ip2p_cuda_graphs=False))
     assert "enable_cuda_graphs" not in editor.calls and editor.pad_views_to == 0
     editor = RecordingEditor("cpu")
-    configure_editor(editor, _config(ip2p_cuda_graphs=True))
+    configure_editor(editor, _config())
     assert editor.calls == ["enable_vae_slicing"] and editor.pad_views_to == 0
