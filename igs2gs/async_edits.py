@@ -17,12 +17,10 @@ step, one batch at a time, as the paper's rounds do.
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import torch
 
-from igs2gs.capture_gate import GATE
 from igs2gs.edit_streams import editing_stream, ready_event
 from igs2gs.edit_worker import EditJob, EditResult, EditWorker
 
@@ -85,9 +83,7 @@ class AsyncRound:
                 apply(result, step)
                 applied += 1
             self._submit_next(pipeline, step)  # waits while the worker's queue is full
-        with GATE.waiting():  # the worker may capture its CUDA graphs meanwhile
-            results = worker.wait()
-        for result in results:
+        for result in worker.wait():
             apply(result, step)
             applied += 1
         return applied
@@ -119,9 +115,7 @@ class AsyncRound:
     def _submit_next(self, pipeline: "IGS2GSPipeline", step: int) -> None:
         """Submit the next `batch_size` views of the round, rendered from the same splat state."""
         batch = range(self.next_view, min(self.next_view + self.batch_size, pipeline.datamanager.num_train_views))
-        jobs = [pipeline.make_edit_job(view, step) for view in batch]  # renders: part of the training step
-        with GATE.waiting() if not self.worker.can_submit else contextlib.nullcontext():  # captures while it waits
-            self.worker.submit(*jobs)
+        self.worker.submit(*(pipeline.make_edit_job(view, step) for view in batch))
         self.next_view = batch.stop
 
 

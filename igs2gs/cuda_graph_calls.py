@@ -19,8 +19,6 @@ from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
 import torch
 
-from igs2gs.capture_gate import GATE
-
 Signature = Tuple[Hashable, ...]
 
 
@@ -103,12 +101,9 @@ class GraphedCalls:
             with torch.cuda.stream(side):
                 for _ in range(self.warmup):  # lazy initialisation, cuBLAS workspaces, cuDNN plans: not capturable
                     self.fn(*static)
-                with GATE.capturing() as free:  # no training step runs meanwhile (igs2gs/capture_gate.py)
-                    if not free:
-                        return None
-                    # "thread_local": other threads keep launching, allocating and synchronising freely.
-                    with torch.cuda.graph(graph, pool=self.pool, stream=side, capture_error_mode="thread_local"):
-                        outputs = self.fn(*static)
+                # "thread_local": other threads (training, while edits run in the background) keep using CUDA freely.
+                with torch.cuda.graph(graph, pool=self.pool, stream=side, capture_error_mode="thread_local"):
+                    outputs = self.fn(*static)
         except RuntimeError as err:
             self._failed = True
             warnings.warn(f"igs2gs: could not capture {self.name} as a CUDA graph, running it eagerly ({err})")

@@ -17,7 +17,6 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
 from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device, make_job
-from igs2gs.capture_gate import GATE
 from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_schedule import EditRound, starts_round
@@ -248,11 +247,9 @@ class IGS2GSPipeline(VanillaPipeline):
             callbacks += self.keeper.start(self, training_callback_attributes)
         if self.async_round is not None:  # at the last step the round in progress is edited to its end
             self._trainer = training_callback_attributes.trainer  # its step count is read at every step
-            after = TrainingCallbackLocation.AFTER_TRAIN_ITERATION
-            callbacks.append(TrainingCallback([after], self._finish_async_edits))
-            # The worker captures its CUDA graphs between steps (igs2gs/capture_gate.py): mark the whole step.
-            callbacks.insert(0, TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], _enter_step))
-            callbacks.append(TrainingCallback([after], _leave_step))
+            callbacks.append(
+                TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._finish_async_edits)
+            )
         return callbacks
 
     def _capture_graphs(self, step: int) -> None:
@@ -366,13 +363,3 @@ def resize(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 def edit_seed(seed: int, step: int) -> int:
     """A well-mixed 63-bit seed for the edit made at `step`, so a run can be replayed from any step."""
     return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def _enter_step(step: int) -> None:
-    """Training callback: a step begins (captures of the edit worker wait for its end)."""
-    GATE.enter_step()
-
-
-def _leave_step(step: int) -> None:
-    """Training callback: the step has ended."""
-    GATE.leave_step()
