@@ -8,7 +8,6 @@
      the defaults edit in the background on the training GPU (`overlap_edits`).
    - `ours-sync`: ours with `overlap_edits False`: training stops for each edit batch.
    - `ours-priority`: ours with `training_stream_priority True`: training on a highest-priority stream.
-   - `ours-nographs`: ours with `ip2p_cuda_graphs False`: InstructPix2Pix launches its kernels one by one.
    - `original`: the original's configuration (model CPU offload, attention slicing, one view per edit,
      condition encoded every edit, nerfstudio's plain training step). Its ~13-minute run does not fit a
      lease, so a slice is timed (--original-edits edits of the first round, then --original-plain plain
@@ -53,7 +52,6 @@ ORIGINAL = {
     "ip2p_memory_savers": True,
     "edit_batch_size": 1,
     "ip2p_compile": False,
-    "ip2p_cuda_graphs": False,
     "ip2p_fast_kernels": False,
     "overlap_edits": False,
     "model": {"fused_adam": False, "lpips_cuda_graphs": False},
@@ -64,7 +62,6 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
     "ours": {},  # the defaults
     "ours-sync": {"overlap_edits": False},  # training waits for each edit batch
     "ours-priority": {"training_stream_priority": True},  # background edits, training on a high-priority stream
-    "ours-nographs": {"ip2p_cuda_graphs": False},  # InstructPix2Pix's kernels launched one by one
     "ours-2gpu": {"ip2p_device": "cuda:1"},  # InstructPix2Pix on the second GPU (issue 6)
 }
 """The whole default run with these pipeline options."""

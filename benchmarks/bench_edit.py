@@ -97,9 +97,6 @@ VARIANTS = {
         Variant("batch8-cudnn", views=8, attention=["CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION"],
                 note="8 views per call, cuDNN attention first, eager"),
         Variant("batch16", views=16, note="16 views per UNet call, eager"),
-        Variant("batch1-eager-graphs", views=1, cuda_graphs=True, note="1 view per call, eager kernels as graphs"),
-        Variant("batch8-eager-graphs", views=8, cuda_graphs=True, note="8 views per call, eager kernels as graphs"),
-        Variant("batch16-eager-graphs", views=16, cuda_graphs=True, note="16 views, eager kernels as CUDA graphs"),
         Variant("batch8-compiled", views=8, compile=True, note="8 views per call, torch.compile (the default)"),
         Variant("batch8-graphs", views=8, compile=True, cuda_graphs=True, note="8 views, compile + CUDA graphs"),
         Variant("batch16-compiled", views=16, compile=True, note="16 views per call, torch.compile"),
@@ -166,9 +163,6 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
         editor.enable_attention_backends(variant.attention)
     if variant.compile:
         editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir)
-        editor.pad_views_to = variant.views
-    elif variant.cuda_graphs:
-        editor.enable_cuda_graphs()
         editor.pad_views_to = variant.views
 
 

@@ -128,15 +128,11 @@ def configure_editor(editor: Any, config: Any) -> None:
     if config.edit_batch_size > 1:
         editor.enable_vae_slicing()  # one image per VAE call: the same result, a fraction of the memory
     if editor.device.type != "cuda":
-        if config.ip2p_compile:
+        if config.ip2p_compile or config.ip2p_cuda_graphs:
             CONSOLE.log(f"igs2gs: InstructPix2Pix runs on {editor.device}: overriding ip2p_compile to False")
         return
     if config.ip2p_fast_kernels:
         editor.enable_fast_kernels()
     if config.ip2p_compile:
-        editor.enable_compile(cache_dir=config.ip2p_compile_cache)
-    elif config.ip2p_cuda_graphs:
-        editor.enable_cuda_graphs()
-    else:
-        return
-    editor.pad_views_to = config.edit_batch_size  # one compiled or captured batch size, also for a round's last batch
+        editor.enable_compile(cuda_graphs=config.ip2p_cuda_graphs, cache_dir=config.ip2p_compile_cache)
+        editor.pad_views_to = config.edit_batch_size  # one compiled batch size, also for a round's last batch

@@ -95,9 +95,8 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only): 141 instead of 239 ms per 512 px view on an
     H200, but the first edit of a new image size compiles for 83 s, more than a default run's 261 edits save; later
     runs of that size load the kernels from ip2p_compile_cache. Turn on for repeated edits of one scene."""
-    ip2p_cuda_graphs: bool = True
-    """Replay InstructPix2Pix's eager denoising step and VAE as CUDA graphs (CUDA; ignored with ip2p_compile): the
-    same kernels in one launch per call, captured at the first edit of each size (igs2gs/cuda_graph_calls.py)."""
+    ip2p_cuda_graphs: bool = False
+    """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
     """Folder of compiled kernels kept between runs (TORCHINDUCTOR_CACHE_DIR wins when set); None: torch's default."""
     ip2p_memory_savers: bool = False

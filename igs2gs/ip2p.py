@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 
 from igs2gs import ip2p_speed
-from igs2gs.cuda_graph_calls import GraphedCalls
 from igs2gs.ddim import add_noise, check_scheduler, combine_guidance, ddim_schedule, ddim_step, spread_schedule
 from igs2gs.editor import EditSettings
 
@@ -249,27 +248,9 @@ class InstructPix2PixEditor:
             self._encode = ip2p_speed.compile_step(self._vae_encode, cuda_graphs=False)
             self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
 
-    def enable_cuda_graphs(self) -> None:
-        """Replay the denoising step and the VAE encoder and decoder as CUDA graphs of their eager kernels
-        (igs2gs/cuda_graph_calls.py): the same arithmetic, one launch per call, nothing compiled. Each new batch or
-        image size is captured once, after two warm-up calls; the graphs share one memory pool. CUDA only. With
-        `enable_compile(cuda_graphs=True)` torch.compile makes the graphs instead."""
-        if self.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA editor, this one runs on {self.device}; leave them off on CPU")
-        if self._offload_hooks:
-            raise ValueError("CUDA graphs cannot follow enable_model_cpu_offload; call disable_model_cpu_offload")
-        pool = torch.cuda.graph_pool_handle()
-        self._step = GraphedCalls(self.denoise_step, pool=pool, name="the denoising step")
-        self._encode = GraphedCalls(self._vae_encode, pool=pool, name="the VAE encoder")
-        self._decode = GraphedCalls(self._vae_decode, pool=pool, name="the VAE decoder")
-
     def disable_compile(self) -> None:
-        """Run eagerly again (the default), without compiled code or CUDA graphs."""
+        """Run eagerly again (the default)."""
         self._step, self._encode, self._decode = self.denoise_step, self._vae_encode, self._vae_decode
-
-    def disable_cuda_graphs(self) -> None:
-        """Run eagerly again (the default); the captured graphs and their memory are released."""
-        self.disable_compile()
 
     def _vae_encode(self, images: Tensor) -> tuple[Tensor, Tensor]:  # [N, 3, H, W] in [-1, 1]
         posterior = self.vae.encode(images).latent_dist
