@@ -4,6 +4,7 @@
 #   tests       tests/test_gpu.py (the CUDA-only tests), in the background while the checkpoint trains
 #   attn        benchmarks/bench_attention.py (SDPA backends at the UNet's attention shapes)
 #   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN)
+#   editprofile benchmarks/profile_edit.py (the kernels of each piece of an eager 8-view edit)
 #   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
 #   profile     benchmarks/profile_train_step.py on that checkpoint
 #   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS)
@@ -33,6 +34,10 @@ if has edit; then
     --variants "${BENCH_EDIT_VARIANTS:-original,resident,batch8,batch8-cudnn,batch16,batch8-compiled}" \
     --breakdown "${BENCH_EDIT_BREAKDOWN:-batch8,batch8-compiled}" 2>&1 | tee -a "$OUT/run.log"
   echo "== edit stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has editprofile; then
+  timeout 200 python3 benchmarks/profile_edit.py --arch .gpu/models/ip2p-sd15-arch --out "$OUT" 2>&1 | grep -v "^USDT\|^ERROR:" | tail -90 >>"$OUT/run.log"
+  echo "== editprofile stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has tests; then
   timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py >"$OUT/gpu_tests.log" 2>&1 &

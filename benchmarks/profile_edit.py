@@ -1,0 +1,120 @@
+"""Where an eager 8-view InstructPix2Pix edit spends its GPU time: the kernels of each piece.
+
+The real architecture with random weights, as configured by default (float16, channels-last, fused QKV, VAE one
+image at a time). Each piece of an edit (VAE encode of the renders, one denoising step, VAE decode) is timed with
+CUDA events and profiled with torch.profiler: the summed kernel time against the event time tells a GPU-bound
+piece from one waiting on kernel launches, and the kernel table tells which operations dominate. Each piece is
+also timed with its model in the contiguous memory format, to see what channels-last gives.
+
+    python benchmarks/profile_edit.py --arch ARCH_DIR --out OUT_DIR [--views 8] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import bench_edit  # noqa: E402
+from benchmarks.make_random_ip2p import DEFAULT_ARCH, build_arch_components  # noqa: E402
+from igs2gs.ip2p import InstructPix2PixEditor  # noqa: E402
+
+
+def pieces(editor: InstructPix2PixEditor, views: int, size: int, device: str) -> dict[str, Callable[[], Any]]:
+    """The three pieces of a `views`-view edit, on fixed random inputs."""
+    latent_size = size // editor.vae_scale_factor
+    renders = torch.rand(views, 3, size, size, device=device)
+    latents = torch.randn(views, 4, latent_size, latent_size, device=device)
+    condition = torch.randn(3 * views, 4, latent_size, latent_size, device=device, dtype=editor.dtype)
+    text = editor.encode_prompt(bench_edit.PROMPT).repeat_interleave(views, dim=0)
+    timesteps = torch.full((3 * views,), 500, device=device, dtype=torch.long)
+    guidance = torch.tensor([12.5, 1.5], device=device)
+    factors = torch.rand(4, views, device=device) * 0.5 + 0.25
+    return {
+        "encode_renders": lambda: editor.encode_images(renders),
+        "denoise_step": lambda: editor._step(latents, condition, text, timesteps, guidance, factors, 0.0),
+        "decode": lambda: editor.decode_latents(latents),
+    }
+
+
+def kernel_table(fn: Callable[[], Any], rows: int) -> tuple[float, int, list[dict[str, Any]]]:
+    """Summed kernel time (ms) and kernel count of one call of fn, and its `rows` most expensive kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        fn()
+        bench_edit.sync()
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA" and e.self_device_time_total > 0]
+    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    total_ms = sum(e.self_device_time_total for e in kernels) / 1000
+    count = sum(e.count for e in kernels)
+    top = [{"kernel": e.key[:110], "calls": e.count, "ms": e.self_device_time_total / 1000} for e in kernels[:rows]]
+    return total_ms, count, top
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    for _ in range(3):
+        fn()
+    return statistics.median(bench_edit.event_ms(fn) for _ in range(10))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", type=Path, default=DEFAULT_ARCH)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--views", type=int, default=8)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rows", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="check this script on the CPU with the tiny model")
+    args = parser.parse_args()
+    from diffusers import DDIMScheduler
+
+    if args.smoke:
+        from tests.tiny_ip2p import tiny_components
+
+        bench_edit.DEVICE = "cpu"
+        parts, dtype, card = tiny_components(), torch.float32, "cpu (smoke test, tiny model)"
+        args.size = 64
+    else:
+        parts = build_arch_components(args.arch, device="cuda")
+        dtype, card = torch.float16, torch.cuda.get_device_name(0)
+    device = bench_edit.DEVICE
+    parts["scheduler"] = DDIMScheduler.from_config(parts["scheduler"].config)
+    editor = InstructPix2PixEditor(**parts, device=device, dtype=dtype)
+    if device == "cuda":
+        editor.enable_fast_kernels()
+    editor.enable_vae_slicing()
+    record: dict[str, Any] = {"card": card, "torch": torch.__version__, "views": args.views, "size": args.size}
+    lines = [f"{card}, torch {torch.__version__}, {args.views} views at {args.size} px, eager, float16"]
+    for name, fn in pieces(editor, args.views, args.size, device).items():
+        event = timed(fn)
+        kernel_ms, count, top = kernel_table(fn, args.rows)
+        record[name] = {"event_ms": event, "kernel_ms": kernel_ms, "kernels": count, "top": top}
+        lines.append(f"\n== {name}: {event:.2f} ms (events), {kernel_ms:.2f} ms in {count} kernels")
+        lines += [f"{k['ms']:8.3f} ms {k['calls']:5d}x  {k['kernel']}" for k in top]
+    # The same pieces with the models in the contiguous memory format.
+    for module in (editor.unet, editor.vae):
+        module.to(memory_format=torch.contiguous_format)
+    editor._memory_format = torch.contiguous_format
+    lines.append("\n== contiguous memory format (events)")
+    for name, fn in pieces(editor, args.views, args.size, device).items():
+        record[name]["contiguous_event_ms"] = ms = timed(fn)
+        lines.append(f"{name}: {ms:.2f} ms")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "profile_edit.json").write_text(json.dumps(record, indent=2))
+    (args.out / "profile_edit.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
