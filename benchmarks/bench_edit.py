@@ -154,8 +154,8 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
     if variant.memory_savers:
         editor.enable_attention_slicing()
         editor.enable_model_cpu_offload()
-    if variant.fast_kernels and editor._memory_format != torch.channels_last:
-        editor.enable_fast_kernels()
+    if variant.fast_kernels:  # as configure_editor does (igs2gs/fast_edits.py)
+        editor.enable_fast_kernels(channels_last=variant.compile, group_norm=not variant.compile)
     if variant.views > 1:
         editor.enable_vae_slicing()
     editor._attention_backends = None

@@ -36,6 +36,7 @@ if has edit; then
   echo "== edit stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has editprofile; then
+  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k group_norm 2>&1 | tail -3 | tee -a "$OUT/run.log"
   timeout 200 python3 benchmarks/profile_edit.py --arch .gpu/models/ip2p-sd15-arch --out "$OUT" 2>&1 | grep -v "^USDT\|^ERROR:" | tail -90 >>"$OUT/run.log"
   echo "== editprofile stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi

@@ -4,7 +4,9 @@ The real architecture with random weights, as configured by default (float16, ch
 image at a time). Each piece of an edit (VAE encode of the renders, one denoising step, VAE decode) is timed with
 CUDA events and profiled with torch.profiler: the summed kernel time against the event time tells a GPU-bound
 piece from one waiting on kernel launches, and the kernel table tells which operations dominate. Each piece is
-also timed with its model in the contiguous memory format, to see what channels-last gives.
+timed in three configurations: channels-last (the default until this script ran), contiguous, and contiguous with
+GroupNorm from igs2gs/fast_group_norm.py (the new default), with the largest output difference the GroupNorm
+change makes. The kernel tables are those of the last configuration.
 
     python benchmarks/profile_edit.py --arch ARCH_DIR --out OUT_DIR [--views 8] [--smoke]
 """
@@ -26,6 +28,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import bench_edit  # noqa: E402
 from benchmarks.make_random_ip2p import DEFAULT_ARCH, build_arch_components  # noqa: E402
+from igs2gs.fast_group_norm import use_fast_group_norm, use_torch_group_norm  # noqa: E402
 from igs2gs.ip2p import InstructPix2PixEditor  # noqa: E402
 
 
@@ -62,6 +65,18 @@ def kernel_table(fn: Callable[[], Any], rows: int) -> tuple[float, int, list[dic
     return total_ms, count, top
 
 
+CONFIGS = ("channels-last", "contiguous", "contiguous+group-norm")
+"""Memory format of the UNet and VAE, and whether GroupNorm takes igs2gs/fast_group_norm.py."""
+
+
+def set_config(editor: InstructPix2PixEditor, config: str) -> None:
+    fmt = torch.channels_last if config == "channels-last" else torch.contiguous_format
+    for module in (editor.unet, editor.vae):
+        module.to(memory_format=fmt)
+        (use_fast_group_norm if config.endswith("group-norm") else use_torch_group_norm)(module)
+    editor._memory_format = fmt
+
+
 def timed(fn: Callable[[], Any]) -> float:
     for _ in range(3):
         fn()
@@ -91,25 +106,30 @@ def main() -> None:
     device = bench_edit.DEVICE
     parts["scheduler"] = DDIMScheduler.from_config(parts["scheduler"].config)
     editor = InstructPix2PixEditor(**parts, device=device, dtype=dtype)
-    if device == "cuda":
-        editor.enable_fast_kernels()
     editor.enable_vae_slicing()
+    editor.enable_fast_kernels(group_norm=False)  # fused QKV
     record: dict[str, Any] = {"card": card, "torch": torch.__version__, "views": args.views, "size": args.size}
-    lines = [f"{card}, torch {torch.__version__}, {args.views} views at {args.size} px, eager, float16"]
+    lines = [f"{card}, torch {torch.__version__}, {args.views} views at {args.size} px, eager, {dtype}"]
+    outputs: dict[str, dict[str, Any]] = {}
+    for config in CONFIGS:
+        set_config(editor, config)
+        record[config] = {}
+        lines.append(f"\n== {config} (ms, CUDA events)")
+        for name, fn in pieces(editor, args.views, args.size, device).items():
+            torch.manual_seed(0)
+            outputs.setdefault(config, {})[name] = fn()
+            record[config][name] = {"event_ms": timed(fn)}
+            lines.append(f"{name}: {record[config][name]['event_ms']:.2f}")
+    for name in outputs[CONFIGS[-1]]:  # how far the GroupNorm change moves each piece's output
+        a, b = outputs["contiguous"][name], outputs[CONFIGS[-1]][name]
+        a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
+        record[CONFIGS[-1]][name]["max_abs_diff_vs_torch_group_norm"] = diff = float((a - b).abs().max())
+        lines.append(f"{name}: max |output difference| against torch's GroupNorm {diff:.3g}")
     for name, fn in pieces(editor, args.views, args.size, device).items():
-        event = timed(fn)
         kernel_ms, count, top = kernel_table(fn, args.rows)
-        record[name] = {"event_ms": event, "kernel_ms": kernel_ms, "kernels": count, "top": top}
-        lines.append(f"\n== {name}: {event:.2f} ms (events), {kernel_ms:.2f} ms in {count} kernels")
+        record[CONFIGS[-1]][name].update(kernel_ms=kernel_ms, kernels=count, top=top)
+        lines.append(f"\n== {CONFIGS[-1]}, {name}: {kernel_ms:.2f} ms in {count} kernels")
         lines += [f"{k['ms']:8.3f} ms {k['calls']:5d}x  {k['kernel']}" for k in top]
-    # The same pieces with the models in the contiguous memory format.
-    for module in (editor.unet, editor.vae):
-        module.to(memory_format=torch.contiguous_format)
-    editor._memory_format = torch.contiguous_format
-    lines.append("\n== contiguous memory format (events)")
-    for name, fn in pieces(editor, args.views, args.size, device).items():
-        record[name]["contiguous_event_ms"] = ms = timed(fn)
-        lines.append(f"{name}: {ms:.2f} ms")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile_edit.json").write_text(json.dumps(record, indent=2))
     (args.out / "profile_edit.txt").write_text("\n".join(lines) + "\n")

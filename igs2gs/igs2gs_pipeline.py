@@ -90,7 +90,8 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     step, and training still takes view k at the round's k-th step. 1 renders and edits each view at its own step,
     as the paper does. Larger batches use the GPU better and need more memory."""
     ip2p_fast_kernels: bool = True
-    """Channels-last convolutions and fused QKV projections in InstructPix2Pix (CUDA; the same arithmetic)."""
+    """Fused QKV projections and GroupNorm statistics that use the whole GPU in InstructPix2Pix (CUDA; the same
+    arithmetic up to rounding); with ip2p_compile, channels-last convolutions instead of the GroupNorm change."""
     ip2p_compile: bool = False
     """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only): 141 instead of 239 ms per 512 px view on an
     H200, but the first edit of a new image size compiles for 83 s, more than a default run's 261 edits save; later

@@ -143,3 +143,20 @@ def test_a_run_with_training_on_a_high_priority_stream(splatfacto_run, tmp_path,
         assert trainer.pipeline.datamanager.edited_views == set(range(views))
 
     _in_own_thread(run)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_group_norm_from_row_reductions_matches_torch_on_the_gpu(dtype):
+    from igs2gs.fast_group_norm import FastGroupNorm, splits_better
+
+    torch.manual_seed(0)
+    norm = FastGroupNorm(32, 128).cuda().to(dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+    x = (torch.randn(1, 128, 256, 256, device="cuda") * 4 + torch.randn(1, 128, 1, 1, device="cuda") * 20).to(dtype)
+    assert splits_better(x, 32), "a VAE-sized input takes the reductions"
+    expected = torch.nn.functional.group_norm(x.double(), 32, norm.weight.double(), norm.bias.double(), norm.eps)
+    got, torch_own = norm(x).double(), torch.nn.GroupNorm.forward(norm, x).double()
+    tolerance = 2 * (torch_own - expected).abs().max().item() + (1e-5 if dtype == torch.float32 else 1e-2)
+    assert (got - expected).abs().max().item() < tolerance
