@@ -4,7 +4,8 @@ The background worker edits on a stream of its own. Training keeps the default s
 `--pipeline.training-stream-priority` moves it to a highest-priority stream, so that the GPU schedules a
 training step's small kernels ahead of the editor's long ones instead of queueing them behind (the default
 stream has the lowest priority, so the editor cannot be put below it). That needs gsplat's SH kernels to
-follow the stream (igs2gs/gsplat_streams.py). A job's render and photo are made on the training stream: the
+follow the stream (igs2gs/gsplat_streams.py). Measured on an H200 it gained nothing: the shared GPU is
+bound by its total work, not by the order of its kernels. A job's render and photo are made on the training stream: the
 worker waits for an event recorded after them before reading them. Everything here is a no-op off CUDA.
 """
 

@@ -73,10 +73,10 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     run in the background."""
     training_stream_priority: bool = False
     """With overlap-edits on one GPU: train on a highest-priority CUDA stream, so that a training step's kernels go
-    ahead of InstructPix2Pix's instead of waiting behind them (on an H200 steps slowed from 6 ms to about 33 ms
-    while a round edited on streams of equal priority). Not yet measured, so off: its first version failed with an
-    illegal memory access, traced since to gsplat running its SH kernels on the legacy default stream
-    (igs2gs/gsplat_streams.py orders them now)."""
+    ahead of InstructPix2Pix's instead of waiting behind them. Measured on an H200 (default bear edit): no gain,
+    133.2 s against 131.9 s, because the shared GPU is bound by its total work (edits + training), not by the order
+    of its kernels; so it stays off. The run was clean since gsplat's SH kernels are ordered with the current stream
+    (igs2gs/gsplat_streams.py)."""
     ip2p_use_full_precision: bool = False
     """Run InstructPix2Pix in float32 instead of float16 (about twice the memory and time)."""
     seed: int = 0
