@@ -28,7 +28,6 @@ if str(REPO) not in sys.path:
 
 from benchmarks import bench_edit  # noqa: E402
 from benchmarks.make_random_ip2p import DEFAULT_ARCH, build_arch_components  # noqa: E402
-from igs2gs.fast_group_norm import use_fast_group_norm, use_torch_group_norm  # noqa: E402
 from igs2gs.ip2p import InstructPix2PixEditor  # noqa: E402
 
 
@@ -70,11 +69,7 @@ CONFIGS = ("channels-last", "contiguous", "contiguous+group-norm")
 
 
 def set_config(editor: InstructPix2PixEditor, config: str) -> None:
-    fmt = torch.channels_last if config == "channels-last" else torch.contiguous_format
-    for module in (editor.unet, editor.vae):
-        module.to(memory_format=fmt)
-        (use_fast_group_norm if config.endswith("group-norm") else use_torch_group_norm)(module)
-    editor._memory_format = fmt
+    editor.enable_fast_kernels(channels_last=config == "channels-last", group_norm=config.endswith("group-norm"))
 
 
 def timed(fn: Callable[[], Any]) -> float:

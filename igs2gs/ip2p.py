@@ -25,7 +25,7 @@ from torch import Tensor
 from igs2gs import ip2p_speed
 from igs2gs.ddim import add_noise, check_scheduler, combine_guidance, ddim_schedule, ddim_step, spread_schedule
 from igs2gs.editor import EditSettings
-from igs2gs.fast_group_norm import use_fast_group_norm
+from igs2gs.fast_group_norm import use_fast_group_norm, use_torch_group_norm
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -218,18 +218,15 @@ class InstructPix2PixEditor:
         """Fused QKV projections (one matmul instead of three) and GroupNorm statistics spread over the whole GPU
         (igs2gs/fast_group_norm.py); optionally channels-last convolutions. The same arithmetic up to floating-point
         rounding. Eager on an H200, channels-last made a 512 px edit slower (every GroupNorm and LayerNorm copies
-        its input back to the contiguous format); torch.compile removes those copies. Calling again adds only
-        what is not on yet."""
-        if channels_last and self._memory_format != torch.channels_last:
-            self._memory_format = torch.channels_last
-            for module in (self.unet, self.vae):
-                module.to(memory_format=torch.channels_last)
+        its input back to the contiguous format); torch.compile removes those copies. A later call sets the memory
+        format and the GroupNorm as it asks; fused projections stay fused."""
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        for module in (self.unet, self.vae):
+            module.to(memory_format=self._memory_format)
+            (use_fast_group_norm if group_norm else use_torch_group_norm)(module)
         if fuse_qkv and not self._qkv_fused:
             ip2p_speed.fuse_qkv(self.unet)
             self._qkv_fused = True
-        if group_norm:
-            for module in (self.unet, self.vae):
-                use_fast_group_norm(module)
 
     def enable_attention_backends(self, names: Sequence[str]) -> None:
         """Prefer these SDPA backends in this order, e.g. ("CUDNN_ATTENTION", "FLASH_ATTENTION"); torch picks the

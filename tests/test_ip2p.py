@@ -593,3 +593,20 @@ def test_real_architecture_configs_build_on_meta() -> None:
     assert counts == {"unet": 859_532_484, "vae": 83_653_863, "text_encoder": 123_060_480}, counts
     assert built["unet"].config.in_channels == 8 and built["vae"].config.scaling_factor == 0.18215
     assert type(built["scheduler"]).__name__ == "PNDMScheduler" and built["tokenizer"].model_max_length == 77
+
+
+def test_fast_kernels_set_the_layout_and_group_norm_they_ask_for() -> None:
+    from igs2gs.fast_group_norm import FastGroupNorm
+
+    editor = make_editor(tiny_components(seed=0))  # its own models: the module's shared ones stay untouched
+
+    def fast_norms() -> int:
+        return sum(isinstance(m, FastGroupNorm) for model in (editor.unet, editor.vae) for m in model.modules())
+
+    conv = editor.unet.conv_in.weight
+    editor.enable_fast_kernels(channels_last=True, group_norm=False)  # the configuration torch.compile runs
+    assert editor._memory_format == torch.channels_last and fast_norms() == 0
+    assert editor.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    editor.enable_fast_kernels()  # the eager default
+    assert editor._memory_format == torch.contiguous_format and fast_norms() > 0
+    assert editor.unet.conv_in.weight.is_contiguous() and editor.unet.conv_in.weight.shape == conv.shape
