@@ -233,26 +233,35 @@ BREAKDOWN: set[str] = set()
 """Variants whose edit is also timed piece by piece (--breakdown)."""
 
 
-def breakdown(editor: InstructPix2PixEditor, views: int, size: int) -> dict:
-    """ms of the pieces of a `views`-view edit as configured: VAE encode of the renders, one denoising step, the
-    VAE decode, and the edit per view they add up to (20 steps)."""
+def edit_pieces(editor: InstructPix2PixEditor, views: int, size: int) -> dict[str, Callable[[], Any]]:
+    """The pieces of a `views`-view edit as configured, on fixed random inputs: VAE encode of the renders, one
+    denoising step, the VAE decode."""
     renders, _ = inputs(views, size, seed=0)
-    latent = torch.randn(views, 4, size // 8, size // 8, device=DEVICE)
-    condition = torch.randn(3 * views, 4, size // 8, size // 8, device=DEVICE, dtype=editor.dtype)
+    latent_size = size // editor.vae_scale_factor
+    latent = torch.randn(views, 4, latent_size, latent_size, device=DEVICE)
+    condition = torch.randn(3 * views, 4, latent_size, latent_size, device=DEVICE, dtype=editor.dtype)
     text = editor.encode_prompt(PROMPT).repeat_interleave(views, dim=0)
     t = torch.full((3 * views,), 500, device=DEVICE, dtype=torch.long)
     guidance = torch.tensor([12.5, 1.5], device=DEVICE)
     factors = torch.rand(4, views, device=DEVICE) * 0.5 + 0.25
-    pieces = {
+    return {
         "encode_renders": lambda: editor.encode_images(renders),
         "denoise_step": lambda: editor._step(latent, condition, text, t, guidance, factors, 0.0),
         "decode": lambda: editor.decode_latents(latent),
     }
-    out = {}
-    for name, fn in pieces.items():
-        for _ in range(3):
-            fn()
-        out[name + "_ms"] = statistics.median(event_ms(fn) for _ in range(10))
+
+
+def median_ms(fn: Callable[[], Any], warmup: int = 3, repeats: int = 10) -> float:
+    """Median device milliseconds of fn after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(event_ms(fn) for _ in range(repeats))
+
+
+def breakdown(editor: InstructPix2PixEditor, views: int, size: int) -> dict:
+    """ms of the pieces of a `views`-view edit as configured (`edit_pieces`), and the edit per view they add up
+    to (20 steps)."""
+    out = {name + "_ms": median_ms(fn) for name, fn in edit_pieces(editor, views, size).items()}
     out["edit_ms_per_view_from_pieces"] = (
         out["encode_renders_ms"] + 20 * out["denoise_step_ms"] + out["decode_ms"]
     ) / views

@@ -1,12 +1,12 @@
 """Where an eager 8-view InstructPix2Pix edit spends its GPU time: the kernels of each piece.
 
-The real architecture with random weights, as configured by default (float16, channels-last, fused QKV, VAE one
-image at a time). Each piece of an edit (VAE encode of the renders, one denoising step, VAE decode) is timed with
-CUDA events and profiled with torch.profiler: the summed kernel time against the event time tells a GPU-bound
-piece from one waiting on kernel launches, and the kernel table tells which operations dominate. Each piece is
-timed in three configurations: channels-last (the default until this script ran), contiguous, and contiguous with
-GroupNorm from igs2gs/fast_group_norm.py (the new default), with the largest output difference the GroupNorm
-change makes. The kernel tables are those of the last configuration.
+The real architecture with random weights, float16, fused QKV, VAE one image at a time. Each piece of an edit
+(`bench_edit.edit_pieces`: VAE encode of the renders, one denoising step, VAE decode) is timed with CUDA events in
+three configurations: channels-last (the default before this script ran), contiguous, and contiguous with GroupNorm
+from igs2gs/fast_group_norm.py (the new default), with the largest output difference the GroupNorm change makes.
+The pieces of the last configuration are then profiled with torch.profiler: the summed kernel time against the event
+time tells a GPU-bound piece from one waiting on kernel launches, and the kernel table tells which operations
+dominate.
 
     python benchmarks/profile_edit.py --arch ARCH_DIR --out OUT_DIR [--views 8] [--smoke]
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -29,23 +28,6 @@ if str(REPO) not in sys.path:
 from benchmarks import bench_edit  # noqa: E402
 from benchmarks.make_random_ip2p import DEFAULT_ARCH, build_arch_components  # noqa: E402
 from igs2gs.ip2p import InstructPix2PixEditor  # noqa: E402
-
-
-def pieces(editor: InstructPix2PixEditor, views: int, size: int, device: str) -> dict[str, Callable[[], Any]]:
-    """The three pieces of a `views`-view edit, on fixed random inputs."""
-    latent_size = size // editor.vae_scale_factor
-    renders = torch.rand(views, 3, size, size, device=device)
-    latents = torch.randn(views, 4, latent_size, latent_size, device=device)
-    condition = torch.randn(3 * views, 4, latent_size, latent_size, device=device, dtype=editor.dtype)
-    text = editor.encode_prompt(bench_edit.PROMPT).repeat_interleave(views, dim=0)
-    timesteps = torch.full((3 * views,), 500, device=device, dtype=torch.long)
-    guidance = torch.tensor([12.5, 1.5], device=device)
-    factors = torch.rand(4, views, device=device) * 0.5 + 0.25
-    return {
-        "encode_renders": lambda: editor.encode_images(renders),
-        "denoise_step": lambda: editor._step(latents, condition, text, timesteps, guidance, factors, 0.0),
-        "decode": lambda: editor.decode_latents(latents),
-    }
 
 
 def kernel_table(fn: Callable[[], Any], rows: int) -> tuple[float, int, list[dict[str, Any]]]:
@@ -70,12 +52,6 @@ CONFIGS = ("channels-last", "contiguous", "contiguous+group-norm")
 
 def set_config(editor: InstructPix2PixEditor, config: str) -> None:
     editor.enable_fast_kernels(channels_last=config == "channels-last", group_norm=config.endswith("group-norm"))
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    for _ in range(3):
-        fn()
-    return statistics.median(bench_edit.event_ms(fn) for _ in range(10))
 
 
 def main() -> None:
@@ -110,17 +86,17 @@ def main() -> None:
         set_config(editor, config)
         record[config] = {}
         lines.append(f"\n== {config} (ms, CUDA events)")
-        for name, fn in pieces(editor, args.views, args.size, device).items():
+        for name, fn in bench_edit.edit_pieces(editor, args.views, args.size).items():
             torch.manual_seed(0)
             outputs.setdefault(config, {})[name] = fn()
-            record[config][name] = {"event_ms": timed(fn)}
+            record[config][name] = {"event_ms": bench_edit.median_ms(fn)}
             lines.append(f"{name}: {record[config][name]['event_ms']:.2f}")
     for name in outputs[CONFIGS[-1]]:  # how far the GroupNorm change moves each piece's output
         a, b = outputs["contiguous"][name], outputs[CONFIGS[-1]][name]
         a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
         record[CONFIGS[-1]][name]["max_abs_diff_vs_torch_group_norm"] = diff = float((a - b).abs().max())
         lines.append(f"{name}: max |output difference| against torch's GroupNorm {diff:.3g}")
-    for name, fn in pieces(editor, args.views, args.size, device).items():
+    for name, fn in bench_edit.edit_pieces(editor, args.views, args.size).items():
         kernel_ms, count, top = kernel_table(fn, args.rows)
         record[CONFIGS[-1]][name].update(kernel_ms=kernel_ms, kernels=count, top=top)
         lines.append(f"\n== {CONFIGS[-1]}, {name}: {kernel_ms:.2f} ms in {count} kernels")
