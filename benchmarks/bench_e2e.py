@@ -14,6 +14,8 @@
      steps) and the default run is extrapolated: start-up + model load + 261 edit steps + 7,239 plain steps.
    - `ours-2gpu`: ours with InstructPix2Pix on a second GPU (`ip2p_device cuda:1`): rounds edit in the
      background while training goes on; the whole run is timed as for `ours`.
+   - `ours-compile`, `ours-2gpu-compile`: ours and ours-2gpu with `ip2p_compile True`; `NAME-again` runs NAME's
+     options once more, with the compile cache the first run filled (a user's second run of that image size).
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
 
     python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]
@@ -63,16 +65,20 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
     "ours-sync": {"overlap_edits": False},  # training waits for each edit batch
     "ours-priority": {"training_stream_priority": True},  # background edits, training on a high-priority stream
     "ours-2gpu": {"ip2p_device": "cuda:1"},  # InstructPix2Pix on the second GPU (issue 6)
+    "ours-compile": {"ip2p_compile": True},  # compiled InstructPix2Pix (compiled while the trainer starts up)
+    "ours-2gpu-compile": {"ip2p_device": "cuda:1", "ip2p_compile": True},
 }
-"""The whole default run with these pipeline options."""
+"""The whole default run with these pipeline options. A name ending in "-again" runs the options of the name
+without it once more: after a compiled run, with the compile cache that run filled."""
 
 
 def child(args: argparse.Namespace) -> None:
     import torch
 
     name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
-    if name in OURS_RUNS:
-        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[name])
+    options = name.removesuffix("-again")
+    if options in OURS_RUNS:
+        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[options])
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
         train_s = timed_train(trainer, args.ours_steps)
         if name == "ours" and args.profile_steps:

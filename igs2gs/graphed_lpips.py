@@ -5,9 +5,9 @@ LPIPS term (AlexNet on the render and the training image, forward and backward) 
 10.6 ms step while its kernels take well under a millisecond. `torch.cuda.make_graphed_callables`
 captures the loss once per image size and replays it; the arithmetic is the same kernels.
 
-Graphs are captured up front, for the training images' sizes, at the first training step: capture must
-not overlap CUDA work of other threads (the background edit worker starts later in that step). Sizes
-seen for the first time later, and everything on the CPU, run eagerly.
+Graphs are captured up front, for the training images' sizes, when the pipeline is built: a capture must
+not overlap CUDA work of other threads, and the editor's preload thread, the viewer and the background edit
+worker all start after it. Sizes seen for the first time later, and everything on the CPU, run eagerly.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from igs2gs.edit_schedule import EditRound, starts_round
 from igs2gs.edit_streams import prioritise_training
 from igs2gs.edit_worker import EditJob, EditResult
 from igs2gs.editor import EditSettings, ImageEditor
+from igs2gs.editor_preload import EditorPreload, preloads_editor, warm_up_edit
 from igs2gs.fast_edits import BatchedEdits, accepts_view_ids, configure_editor
 from igs2gs.igs2gs import IGS2GSModelConfig
 from igs2gs.igs2gs_datamanager import EDIT_KEY_PREFIX, IGS2GSDataManager, IGS2GSDataManagerConfig
@@ -130,19 +131,25 @@ class IGS2GSPipeline(VanillaPipeline):
         self.batched_edits = BatchedEdits()  # edits made ahead for the round's next views (edit_batch_size)
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
-        self._graphs_captured = False  # the LPIPS loss's CUDA graphs, captured at the first training step
         # Rounds edit in the background while training goes on (async_edits.py).
         editor_device = config.ip2p_device or device
         self.async_round = AsyncRound(config.edit_batch_size, editor_device) if background else None
+        self._editor_preload: Optional[EditorPreload] = None
         if test_mode == "val":
             announce_input_warnings(config, self.datamanager.train_dataset.cameras)
+            # The LPIPS loss's CUDA graphs first: a capture must not overlap other threads' CUDA work.
+            self._capture_graphs()
+            if preloads_editor(editor_device):  # load InstructPix2Pix while the trainer starts up
+                self._editor_preload = EditorPreload(self.build_editor, warm_up=self._warm_up_editor)
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
         self.igs2gs = EditControls(config) if test_mode == "val" else None
         self.round_reporter = RoundReporter(config.gs_steps, status=self.igs2gs.show_status if self.igs2gs else None)
 
     @cached_property  # a cached property: the viewer reads every other public attribute and would build it
     def editor(self) -> ImageEditor:
-        """The 2D editor, built on first use."""
+        """The 2D editor: on CUDA built while the trainer starts up (editor_preload.py), else on first use."""
+        if self._editor_preload is not None:
+            return self._editor_preload.result()
         return self.build_editor()
 
     def build_editor(self) -> ImageEditor:
@@ -156,6 +163,13 @@ class IGS2GSPipeline(VanillaPipeline):
         )
         configure_editor(editor, self.config)
         return editor
+
+    def _warm_up_editor(self, editor: ImageEditor) -> None:
+        """One edit at the first training view's edit size and the round's batch size (see editor_preload.py)."""
+        image = self.datamanager.cached_train[0]["image"]
+        size = edit_resolution(*image.shape[:2], max_side=self._first_edit_side(tuple(image.shape[:2])))
+        batch = min(self.config.edit_batch_size, self.datamanager.num_train_views)
+        warm_up_edit(editor, size, max(1, batch), self.edit_settings(), self.config.ip2p_device or self.device)
 
     def edit_settings(self) -> EditSettings:
         """The edit parameters, read from the config at every edit."""
@@ -242,7 +256,6 @@ class IGS2GSPipeline(VanillaPipeline):
                 getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations - 1
             )
         callbacks = super().get_training_callbacks(training_callback_attributes)
-        callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._capture_graphs))
         if self.test_mode == "val":  # after the model's callbacks, which re-bind the optimizers
             callbacks += self.keeper.start(self, training_callback_attributes)
         if self.async_round is not None:  # at the last step the round in progress is edited to its end
@@ -252,11 +265,8 @@ class IGS2GSPipeline(VanillaPipeline):
             )
         return callbacks
 
-    def _capture_graphs(self, step: int) -> None:
-        """At the first step, before any edit worker runs: the LPIPS loss's CUDA graphs, one per image size."""
-        if self._graphs_captured:
-            return
-        self._graphs_captured = True
+    def _capture_graphs(self) -> None:
+        """The LPIPS loss's CUDA graphs, one per training image size; before any other thread does CUDA work."""
         capture = getattr(self.model, "capture_lpips_graphs", None)  # another model (e.g. splatfacto's) has none
         if capture is not None:
             capture({tuple(view["image"].shape[:2]) for view in self.datamanager.cached_train})
