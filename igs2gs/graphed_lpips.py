@@ -6,8 +6,8 @@ LPIPS term (AlexNet on the render and the training image, forward and backward) 
 captures the loss once per image size and replays it; the arithmetic is the same kernels.
 
 Graphs are captured up front, for the training images' sizes, when the pipeline is built: a capture must
-not overlap CUDA work of other threads, and the editor's preload thread, the viewer and the background edit
-worker all start after it. Sizes seen for the first time later, and everything on the CPU, run eagerly.
+not overlap CUDA work of other threads, and the viewer and the background edit worker start after it.
+Sizes seen for the first time later, and everything on the CPU, run eagerly.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +24,7 @@ from igs2gs.edit_schedule import EditRound, starts_round
 from igs2gs.edit_streams import prioritise_training
 from igs2gs.edit_worker import EditJob, EditResult
 from igs2gs.editor import EditSettings, ImageEditor
-from igs2gs.editor_preload import EditorPreload, preloads_editor, warm_up_edit
+from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_edit
 from igs2gs.fast_edits import BatchedEdits, accepts_view_ids, configure_editor
 from igs2gs.igs2gs import IGS2GSModelConfig
 from igs2gs.igs2gs_datamanager import EDIT_KEY_PREFIX, IGS2GSDataManager, IGS2GSDataManagerConfig
@@ -134,22 +135,20 @@ class IGS2GSPipeline(VanillaPipeline):
         # Rounds edit in the background while training goes on (async_edits.py).
         editor_device = config.ip2p_device or device
         self.async_round = AsyncRound(config.edit_batch_size, editor_device) if background else None
-        self._editor_preload: Optional[EditorPreload] = None
         if test_mode == "val":
             announce_input_warnings(config, self.datamanager.train_dataset.cameras)
-            # The LPIPS loss's CUDA graphs first: a capture must not overlap other threads' CUDA work.
+            # Before any other thread runs: the LPIPS loss's CUDA graphs (a capture must not overlap other threads'
+            # CUDA work), then InstructPix2Pix and its warm-up edit (editor_warm_up.py says why not later).
             self._capture_graphs()
-            if preloads_editor(editor_device):  # load InstructPix2Pix while the trainer starts up
-                self._editor_preload = EditorPreload(self.build_editor, warm_up=self._warm_up_editor)
+            if builds_editor_ahead(editor_device):
+                self._warm_up_editor()
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
         self.igs2gs = EditControls(config) if test_mode == "val" else None
         self.round_reporter = RoundReporter(config.gs_steps, status=self.igs2gs.show_status if self.igs2gs else None)
 
     @cached_property  # a cached property: the viewer reads every other public attribute and would build it
     def editor(self) -> ImageEditor:
-        """The 2D editor: on CUDA built while the trainer starts up (editor_preload.py), else on first use."""
-        if self._editor_preload is not None:
-            return self._editor_preload.result()
+        """The 2D editor: built with the pipeline on CUDA (editor_warm_up.py), at its first use on the CPU."""
         return self.build_editor()
 
     def build_editor(self) -> ImageEditor:
@@ -164,12 +163,18 @@ class IGS2GSPipeline(VanillaPipeline):
         configure_editor(editor, self.config)
         return editor
 
-    def _warm_up_editor(self, editor: ImageEditor) -> None:
-        """One edit at the first training view's edit size and the round's batch size (see editor_preload.py)."""
-        image = self.datamanager.cached_train[0]["image"]
-        size = edit_resolution(*image.shape[:2], max_side=self._first_edit_side(tuple(image.shape[:2])))
-        batch = min(self.config.edit_batch_size, self.datamanager.num_train_views)
-        warm_up_edit(editor, size, max(1, batch), self.edit_settings(), self.config.ip2p_device or self.device)
+    def _warm_up_editor(self) -> None:
+        """Build the editor and edit once at the edit size of each training image size (the four most common) and
+        the round's batch size; then it stops compiling new shapes (see editor_warm_up.py)."""
+        editor = self.editor
+        batch = max(1, min(self.config.edit_batch_size, self.datamanager.num_train_views))
+        sizes = Counter(tuple(view["image"].shape[:2]) for view in self.datamanager.cached_train)
+        for (height, width), _ in sizes.most_common(4):
+            size = edit_resolution(height, width, max_side=self._first_edit_side((height, width)))
+            warm_up_edit(editor, size, batch, self.edit_settings(), self.config.ip2p_device or self.device)
+        stop_compiling = getattr(editor, "stop_compiling", None)
+        if stop_compiling is not None:
+            stop_compiling()
 
     def edit_settings(self) -> EditSettings:
         """The edit parameters, read from the config at every edit."""

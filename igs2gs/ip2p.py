@@ -254,6 +254,13 @@ class InstructPix2PixEditor:
             self._encode = ip2p_speed.compile_step(self._vae_encode, cuda_graphs=False)
             self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
 
+    def stop_compiling(self) -> None:
+        """Keep what was compiled so far and run inputs of new shapes eagerly (see `ip2p_speed.CompiledForInputs`:
+        a training run compiles only before its training and viewer threads start)."""
+        for piece in (self._step, self._encode, self._decode):
+            if isinstance(piece, ip2p_speed.CompiledForInputs):
+                piece.stop_compiling()
+
     def disable_compile(self) -> None:
         """Run eagerly again (the default)."""
         self._step, self._encode, self._decode = self.denoise_step, self._vae_encode, self._vae_decode

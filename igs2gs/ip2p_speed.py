@@ -92,7 +92,7 @@ def use_compile_cache(folder: Path) -> Path:
     return folder
 
 
-def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> Callable[..., Any]:
+def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> "CompiledForInputs":
     """torch.compile `fn` for fixed shapes (a new shape compiles anew instead of going dynamic).
 
     With `cuda_graphs` the compiled function replays as a CUDA graph (mode "reduce-overhead"); each call
@@ -100,7 +100,7 @@ def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> Callable[
     output buffers.
     """
     if not cuda_graphs:
-        return torch.compile(fn, dynamic=False)
+        return CompiledForInputs(fn, torch.compile(fn, dynamic=False))
     compiled = torch.compile(fn, mode="reduce-overhead", dynamic=False)
 
     def replay(*args: Any, **kwargs: Any) -> Any:
@@ -108,4 +108,47 @@ def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> Callable[
         out = compiled(*args, **kwargs)
         return tuple(o.clone() for o in out) if isinstance(out, tuple) else out.clone()
 
-    return replay
+    return CompiledForInputs(fn, replay)
+
+
+def _input_key(args: tuple, kwargs: dict) -> tuple:
+    """What a fixed-shape compiled function specialises on: tensor shapes, dtypes and devices, other values."""
+
+    def key(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return ("tensor", tuple(value.shape), value.dtype, value.device)
+        return value
+
+    return tuple(key(a) for a in args) + tuple((name, key(v)) for name, v in sorted(kwargs.items()))
+
+
+class CompiledForInputs:
+    """`compiled` (a torch.compile'd `fn`) for the inputs it met while `compiling` was on; once that is turned
+    off (`stop_compiling`), inputs of any other shape run `fn` eagerly instead of compiling.
+
+    Compiling traces modules through process-wide hooks (FX's module-call patch, its "is tracing" flag) that
+    other threads' module calls run into: a compile while the splats train or the viewer renders breaks them.
+    So a training run compiles at start-up, before those threads run (the editor's warm-up edit), and never
+    after; a later new shape (a smaller retry after running out of memory) is edited eagerly.
+    """
+
+    def __init__(self, fn: Callable[..., Any], compiled: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.compiled = compiled
+        self.compiling = True
+        self.inputs: set[tuple] = set()
+        """The inputs (`_input_key`) the compiled function was called with."""
+
+    def stop_compiling(self) -> None:
+        """From now on, run inputs not met so far eagerly."""
+        self.compiling = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key = _input_key(args, kwargs)
+        if key in self.inputs:
+            return self.compiled(*args, **kwargs)
+        if not self.compiling:
+            return self.fn(*args, **kwargs)
+        out = self.compiled(*args, **kwargs)
+        self.inputs.add(key)
+        return out

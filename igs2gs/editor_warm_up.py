@@ -1,0 +1,42 @@
+"""Build the 2D editor and run one warm-up edit before training starts.
+
+A CUDA training run loads InstructPix2Pix (about 2 GB of weights onto the GPU) and edits one batch of grey
+images of the round's size when the pipeline is built: cuDNN and cuBLAS pick their kernels there, and with
+`--pipeline.ip2p-compile` the editor compiles there (`ip2p_speed.CompiledForInputs`). A missing or broken
+model fails the run at start-up instead of at its first round.
+
+This happens on the main thread, before the viewer and the edit worker start, on purpose: loading and
+compiling change process-wide state that other threads' work runs into. transformers sets torch's default
+dtype to float16 while it builds the text encoder (a training step's new tensors then come out float16),
+accelerate patches `nn.Module.register_parameter` to build models on the meta device, and torch.compile's
+tracing patches every module call. A thread that loaded the editor while the trainer set up made gsplat fail
+with "expected scalar type Float but found Half" (H200, bench_e2e.py), and one that compiled broke
+splatfacto's compiled `get_viewmat` ("using FX to symbolically trace a dynamo-optimized function").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import torch
+
+from igs2gs.editor import EditSettings, ImageEditor
+
+
+def builds_editor_ahead(editor_device: Any) -> bool:
+    """Whether a training run builds its editor before training: on CUDA devices. On the CPU the editor is
+    built at the first edit (there is no kernel choice or compilation to do ahead)."""
+    return torch.device(editor_device).type == "cuda"
+
+
+def warm_up_edit(
+    editor: ImageEditor, size: Tuple[int, int], batch_size: int, settings: EditSettings, device: Any
+) -> None:
+    """One edit of `batch_size` grey images of `size` (height, width) on `device`, called as a round's edits
+    call the editor (one CPU generator per view in a batch)."""
+    images = torch.full((batch_size, 3, *size), 0.5, device=device)
+    generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch_size)]
+    with torch.no_grad():
+        editor.edit(images, images, settings, generator=generators if batch_size > 1 else generators[0])
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
