@@ -2,7 +2,7 @@
 
 A CUDA training run loads InstructPix2Pix (about 2 GB of weights onto the GPU) and edits one batch of grey
 images of the round's size when the pipeline is built: cuDNN and cuBLAS pick their kernels there, and with
-`--pipeline.ip2p-compile` the editor compiles there (`ip2p_speed.CompiledForInputs`). A missing or broken
+`--pipeline.ip2p-compile` the editor compiles there (`ip2p_speed.CompiledThenRunOnly`). A missing or broken
 model fails the run at start-up instead of at its first round.
 
 This happens on the main thread, before the viewer and the edit worker start, on purpose: loading and

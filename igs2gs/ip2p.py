@@ -255,10 +255,10 @@ class InstructPix2PixEditor:
             self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
 
     def stop_compiling(self) -> None:
-        """Keep what was compiled so far and run inputs of new shapes eagerly (see `ip2p_speed.CompiledForInputs`:
+        """Keep what was compiled so far and run calls it does not fit eagerly (see `ip2p_speed.CompiledThenRunOnly`:
         a training run compiles only before its training and viewer threads start)."""
         for piece in (self._step, self._encode, self._decode):
-            if isinstance(piece, ip2p_speed.CompiledForInputs):
+            if isinstance(piece, ip2p_speed.CompiledThenRunOnly):
                 piece.stop_compiling()
 
     def disable_compile(self) -> None:
@@ -523,6 +523,9 @@ class InstructPix2PixEditor:
         # 5. Denoise, three branches [text + image, image, none] per view in one UNet call per step
         text = self.encode_prompt(settings.prompt).repeat_interleave(views, dim=0)  # [3B, L, D]
         condition = torch.cat([condition, condition, torch.zeros_like(condition)])  # [3B, C, h, w]
+        # One layout whether the condition latents come from the cache or the (channels-last) encoder, so a compiled
+        # step's guards pass in every round.
+        latents, condition = latents.contiguous(), condition.contiguous()
         guidance = torch.tensor([settings.guidance_scale, settings.image_guidance_scale], device=self.device)
         timesteps = schedule.timesteps.repeat(1, 3)  # [S, 3B]
         factors = torch.stack([getattr(schedule, name) for name in _FACTORS], dim=1)  # [S, 4, B]

@@ -92,63 +92,42 @@ def use_compile_cache(folder: Path) -> Path:
     return folder
 
 
-def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> "CompiledForInputs":
+def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> "CompiledThenRunOnly":
     """torch.compile `fn` for fixed shapes (a new shape compiles anew instead of going dynamic).
 
     With `cuda_graphs` the compiled function replays as a CUDA graph (mode "reduce-overhead"); each call
     starts a new graph step and its outputs are cloned, because the next replay overwrites the graph's
     output buffers.
     """
-    if not cuda_graphs:
-        return CompiledForInputs(fn, torch.compile(fn, dynamic=False))
-    compiled = torch.compile(fn, mode="reduce-overhead", dynamic=False)
-
-    def replay(*args: Any, **kwargs: Any) -> Any:
-        torch.compiler.cudagraph_mark_step_begin()
-        out = compiled(*args, **kwargs)
-        return tuple(o.clone() for o in out) if isinstance(out, tuple) else out.clone()
-
-    return CompiledForInputs(fn, replay)
+    mode = "reduce-overhead" if cuda_graphs else None
+    return CompiledThenRunOnly(torch.compile(fn, mode=mode, dynamic=False), cuda_graphs=cuda_graphs)
 
 
-def _input_key(args: tuple, kwargs: dict) -> tuple:
-    """What a fixed-shape compiled function specialises on: tensor shapes, dtypes and devices, other values."""
+class CompiledThenRunOnly:
+    """A torch.compile'd function that compiles until `stop_compiling`, then only runs what it compiled:
+    calls that no compiled graph fits (a new shape, layout or constant) run eagerly (dynamo's run-only mode).
 
-    def key(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return ("tensor", tuple(value.shape), value.dtype, value.device)
-        return value
-
-    return tuple(key(a) for a in args) + tuple((name, key(v)) for name, v in sorted(kwargs.items()))
-
-
-class CompiledForInputs:
-    """`compiled` (a torch.compile'd `fn`) for the inputs it met while `compiling` was on; once that is turned
-    off (`stop_compiling`), inputs of any other shape run `fn` eagerly instead of compiling.
-
-    Compiling traces modules through process-wide hooks (FX's module-call patch, its "is tracing" flag) that
-    other threads' module calls run into: a compile while the splats train or the viewer renders breaks them.
-    So a training run compiles at start-up, before those threads run (the editor's warm-up edit), and never
-    after; a later new shape (a smaller retry after running out of memory) is edited eagerly.
+    Compiling traces modules through process-wide hooks (FX's module-call patch and its "is tracing" flag)
+    that other threads' module calls run into: a compile while the splats train or the viewer renders breaks
+    them (H200: splatfacto's compiled `get_viewmat` raised "using FX to symbolically trace a dynamo-optimized
+    function" when a round's first edit recompiled). So a training run compiles in the editor's warm-up edit,
+    before those threads start, and never after.
     """
 
-    def __init__(self, fn: Callable[..., Any], compiled: Callable[..., Any]) -> None:
-        self.fn = fn
+    def __init__(self, compiled: Callable[..., Any], cuda_graphs: bool = False) -> None:
         self.compiled = compiled
+        self.cuda_graphs = cuda_graphs
         self.compiling = True
-        self.inputs: set[tuple] = set()
-        """The inputs (`_input_key`) the compiled function was called with."""
 
     def stop_compiling(self) -> None:
-        """From now on, run inputs not met so far eagerly."""
+        """From now on, run the compiled graphs where their guards pass and eagerly elsewhere."""
         self.compiling = False
+        self._run_only = torch._dynamo.run(self.compiled)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        key = _input_key(args, kwargs)
-        if key in self.inputs:
-            return self.compiled(*args, **kwargs)
-        if not self.compiling:
-            return self.fn(*args, **kwargs)
-        out = self.compiled(*args, **kwargs)
-        self.inputs.add(key)
-        return out
+        run = self.compiled if self.compiling else self._run_only
+        if not self.cuda_graphs:
+            return run(*args, **kwargs)
+        torch.compiler.cudagraph_mark_step_begin()
+        out = run(*args, **kwargs)
+        return tuple(o.clone() for o in out) if isinstance(out, tuple) else out.clone()

@@ -9,7 +9,7 @@ import torch
 import igs2gs.igs2gs_pipeline as pipeline_module
 from igs2gs.editor import EditSettings
 from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_edit
-from igs2gs.ip2p_speed import CompiledForInputs
+from igs2gs.ip2p_speed import CompiledThenRunOnly
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
 
 
@@ -37,25 +37,30 @@ def test_only_cuda_editors_are_built_ahead():
 
 
 def test_compiled_functions_compile_only_until_told_to_stop():
-    eager_calls, compiled_calls = [], []
+    compiled_graphs, graph_runs = [], []
 
-    def fn(x, scale):
-        eager_calls.append(tuple(x.shape))
-        return x * scale
+    def backend(graph_module, example_inputs):  # records each compile and each run of a compiled graph
+        compiled_graphs.append([tuple(x.shape) for x in example_inputs if isinstance(x, torch.Tensor)])
 
-    def compiled(x, scale):  # stands in for torch.compile(fn): a call with new inputs would compile
-        compiled_calls.append(tuple(x.shape))
-        return x * scale
+        def run(*args):
+            graph_runs.append(len(compiled_graphs))
+            return graph_module.forward(*args)
 
-    step = CompiledForInputs(fn, compiled)
-    step(torch.ones(2, 3), 2.0)  # the warm-up compiles this input
-    step.stop_compiling()
-    assert torch.equal(step(torch.ones(2, 3), 2.0), torch.full((2, 3), 2.0))
-    assert compiled_calls == [(2, 3), (2, 3)] and eager_calls == []
-    step(torch.ones(4, 3), 2.0)  # a new shape: eager
-    step(torch.ones(2, 3), 3.0)  # a new constant would also recompile: eager
-    step(torch.ones(2, 3, dtype=torch.float64), 2.0)  # a new dtype: eager
-    assert compiled_calls == [(2, 3), (2, 3)] and eager_calls == [(4, 3), (2, 3), (2, 3)]
+        return run
+
+    def step(x, scale):
+        return (x * scale).sin()
+
+    compiled = CompiledThenRunOnly(torch.compile(step, backend=backend, dynamic=False))
+    x = torch.rand(2, 3)
+    torch.testing.assert_close(compiled(x, 2.0), step(x, 2.0))  # the warm-up compiles this call
+    compiled.stop_compiling()
+    assert len(compiled_graphs) == 1 and graph_runs == [1]
+    torch.testing.assert_close(compiled(x + 1, 2.0), step(x + 1, 2.0))  # fits the compiled graph: runs it
+    assert graph_runs == [1, 1]
+    for args in [(torch.rand(4, 3), 2.0), (x, 3.0), (x.double(), 2.0), (torch.rand(3, 2).t(), 2.0)]:
+        torch.testing.assert_close(compiled(*args), step(*args))  # shape, constant, dtype, layout: eager
+    assert len(compiled_graphs) == 1 and graph_runs == [1, 1], "nothing compiled after the warm-up"
 
 
 class AheadInvertPipeline(InvertEditorPipeline):
