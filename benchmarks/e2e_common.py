@@ -207,6 +207,7 @@ def child_result(name: str, trainer: Any, timings: Timings, started: float, trai
         "peak_gpu_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
         "peak_gpu_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if torch.cuda.is_available() else 0.0,
         "gaussians": int(trainer.pipeline.model.num_points),
+        "lpips_graph_sizes": getattr(getattr(trainer.pipeline.model, "graphed_lpips", None), "sizes", None),
         "train_views": trainer.pipeline.datamanager.num_train_views,
         **timings.summary(trainer._start_step),
         **extra,
@@ -229,6 +230,7 @@ def run_children(script: Path, names: list[str], args: list[str], out: Path) -> 
             results[name] = {"name": name, "failed": result.returncode, "wall_s": wall}
             continue
         results[name] = {**json.loads(record_file.read_text()), "wall_s": wall}
+        record_file.write_text(json.dumps(results[name], indent=2, default=str))  # kept if a later run is cut short
         print(json.dumps(results[name]), flush=True)
     return results
 

@@ -66,7 +66,8 @@ fi
 if has e2e; then
   timeout ${E2E_TIMEOUT:-560} python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
     --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original}" ${E2E_ARGS:-} 2>&1 | tail -30 | tee -a "$OUT/run.log"
-  cp /tmp/igs2gs-bench/out/bench_e2e.json "$OUT/"
+  cp /tmp/igs2gs-bench/out/bench_e2e.json "$OUT/" 2>/dev/null
+  mkdir -p "$OUT/records" && cp /tmp/igs2gs-bench/*.json "$OUT/records/" 2>/dev/null  # each finished run's record
   cp /tmp/igs2gs-bench/profile.txt "$OUT/" 2>/dev/null
   RUNS=${E2E_RUNS:-ours,original}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
