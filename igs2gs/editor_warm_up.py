@@ -16,7 +16,7 @@ splatfacto's compiled `get_viewmat` ("using FX to symbolically trace a dynamo-op
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Sequence, Tuple
 
 import torch
 
@@ -40,3 +40,15 @@ def warm_up_edit(
         editor.edit(images, images, settings, generator=generators if batch_size > 1 else generators[0])
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def warm_up_editor(
+    editor: ImageEditor, sizes: Sequence[Tuple[int, int]], batch_size: int, settings: EditSettings, device: Any
+) -> None:
+    """`warm_up_edit` at each edit size, then tell the editor to stop compiling (`stop_compiling`, if it has one):
+    inputs it did not meet here run eagerly later (ip2p_speed.CompiledThenRunOnly)."""
+    for size in sizes:
+        warm_up_edit(editor, size, batch_size, settings, device)
+    stop_compiling = getattr(editor, "stop_compiling", None)
+    if stop_compiling is not None:
+        stop_compiling()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -116,6 +116,46 @@ def _to_edit(image: torch.Tensor, edit_size: Tuple[int, int]) -> torch.Tensor:  
     from igs2gs.igs2gs_pipeline import resize
 
     return resize(image.permute(2, 0, 1)[None].float(), edit_size)
+
+
+def build_ip2p_editor(config: Any, device: Any) -> Any:
+    """Load InstructPix2Pix as the pipeline config (`IGS2GSPipelineConfig`) asks, on `device`, with its switches."""
+    from igs2gs.ip2p import load_ip2p_editor
+
+    CONSOLE.log(f"igs2gs: loading InstructPix2Pix ({config.ip2p_model}) on {device}")
+    editor = load_ip2p_editor(config.ip2p_model, device=device, full_precision=config.ip2p_use_full_precision)
+    configure_editor(editor, config)
+    return editor
+
+
+def first_edit_side(size: Tuple[int, int], edit_max_side: int) -> int:
+    """The longer side an edit of a view of `size` is tried at first (`edit_max_side`, 0: full size)."""
+    return min(edit_max_side or max(size), max(size))
+
+
+def edit_job_batch(
+    editor: Callable[[], Any], guard: Any, jobs: List[Any], edit_max_side: int
+) -> List[Optional[torch.Tensor]]:
+    """The guarded edit (`EditGuard.run`) of background edit jobs (`EditJob`), those of one image size in one editor
+    call: one [1, 3, h, w] image per job, or None for each job of a batch the guard discarded. `editor()` gives the
+    editor inside the guard, so an editor that fails to load stops the run with the guard's message."""
+    from igs2gs.igs2gs_pipeline import edit_resolution, resize
+
+    size = tuple(jobs[0].render.shape[-2:])
+    if any(tuple(job.render.shape[-2:]) != size for job in jobs):
+        return [image for job in jobs for image in edit_job_batch(editor, guard, [job], edit_max_side)]
+
+    def edit_at(max_side: int) -> torch.Tensor:
+        edit_size = edit_resolution(*size, max_side=max_side)
+        renders = torch.cat([resize(job.render, edit_size) for job in jobs])
+        originals = torch.cat([resize(job.original, edit_size) for job in jobs])
+        generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
+        kwargs = {"view_ids": [job.view for job in jobs]} if accepts_view_ids(editor()) else {}
+        generator = generators if len(jobs) > 1 else generators[0]
+        return editor().edit(renders, originals, jobs[0].settings, generator=generator, **kwargs)
+
+    edited = guard.run(jobs[0].view, edit_at, first_edit_side(size, edit_max_side))
+    return [None] * len(jobs) if edited is None else list(edited.split(1))
 
 
 def configure_editor(editor: Any, config: Any) -> None:

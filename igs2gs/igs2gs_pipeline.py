@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -20,12 +20,13 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device, make_job
 from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
+from igs2gs.edit_process import EditProcess
 from igs2gs.edit_schedule import EditRound, starts_round
 from igs2gs.edit_streams import prioritise_training
 from igs2gs.edit_worker import EditJob, EditResult
 from igs2gs.editor import EditSettings, ImageEditor
-from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_edit
-from igs2gs.fast_edits import BatchedEdits, accepts_view_ids, configure_editor
+from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_editor
+from igs2gs.fast_edits import BatchedEdits, build_ip2p_editor, edit_job_batch, first_edit_side
 from igs2gs.igs2gs import IGS2GSModelConfig
 from igs2gs.igs2gs_datamanager import EDIT_KEY_PREFIX, IGS2GSDataManager, IGS2GSDataManagerConfig
 from igs2gs.round_reporter import RoundReporter
@@ -98,6 +99,10 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only): 141 instead of 239 ms per 512 px view on an
     H200, but the first edit of a new image size compiles for 83 s, more than a default run's 261 edits save; later
     runs of that size load the kernels from ip2p_compile_cache. Turn on for repeated edits of one scene."""
+    ip2p_process: bool = False
+    """With --pipeline.ip2p-device on another GPU: run InstructPix2Pix in a process of its own (igs2gs/edit_process.py)
+    instead of a thread of the training process, so the two stop taking turns at Python's GIL (on 2 x H200 training
+    steps took 14.6 ms during rounds against 5.8 ms between them). Off until measured on GPUs."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
@@ -112,6 +117,9 @@ class IGS2GSPipeline(VanillaPipeline):
 
     config: IGS2GSPipelineConfig
     datamanager: IGS2GSDataManager
+    process_editor_builder: Optional[Callable[[Any, Any], ImageEditor]] = None
+    """With ip2p_process: a module-level function (config, device) -> editor that the edit process calls (it
+    cannot call `build_editor`, a method of this process's pipeline); None loads InstructPix2Pix."""
 
     def __init__(
         self,
@@ -135,13 +143,22 @@ class IGS2GSPipeline(VanillaPipeline):
         # Rounds edit in the background while training goes on (async_edits.py).
         editor_device = config.ip2p_device or device
         self.async_round = AsyncRound(config.edit_batch_size, editor_device) if background else None
+        own_process = background and config.ip2p_process and edits_on_own_device(device, config.ip2p_device)
+        self.edit_process: Optional[EditProcess] = None
+        if test_mode == "val" and config.ip2p_process and not own_process:
+            CONSOLE.log("igs2gs: --pipeline.ip2p-process applies with --pipeline.ip2p-device on another GPU only")
         if test_mode == "val":
             announce_input_warnings(config, self.datamanager.train_dataset.cameras)
             # Before any other thread runs: the LPIPS loss's CUDA graphs (a capture must not overlap other threads'
             # CUDA work), then InstructPix2Pix and its warm-up edit (editor_warm_up.py says why not later).
             self._capture_graphs()
-            if builds_editor_ahead(editor_device):
-                self._warm_up_editor()
+            if own_process:  # loads, warms up and edits there, while this process sets up and trains
+                builder = type(self).process_editor_builder
+                self.edit_process = EditProcess(
+                    config, editor_device, *self.warm_up_plan(), self.edit_settings(), builder=builder
+                )
+            elif builds_editor_ahead(editor_device):
+                warm_up_editor(self.editor, *self.warm_up_plan(), self.edit_settings(), editor_device)
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
         self.igs2gs = EditControls(config) if test_mode == "val" else None
         self.round_reporter = RoundReporter(config.gs_steps, status=self.igs2gs.show_status if self.igs2gs else None)
@@ -153,28 +170,17 @@ class IGS2GSPipeline(VanillaPipeline):
 
     def build_editor(self) -> ImageEditor:
         """Load InstructPix2Pix; subclasses (tests, benchmarks) return another `ImageEditor`."""
-        from igs2gs.ip2p import load_ip2p_editor
+        return build_ip2p_editor(self.config, self.config.ip2p_device or self.device)
 
-        device = self.config.ip2p_device or self.device
-        CONSOLE.log(f"igs2gs: loading InstructPix2Pix ({self.config.ip2p_model}) on {device}")
-        editor = load_ip2p_editor(
-            self.config.ip2p_model, device=device, full_precision=self.config.ip2p_use_full_precision
-        )
-        configure_editor(editor, self.config)
-        return editor
-
-    def _warm_up_editor(self) -> None:
-        """Build the editor and edit once at the edit size of each training image size (the four most common) and
-        the round's batch size; then it stops compiling new shapes (see editor_warm_up.py)."""
-        editor = self.editor
+    def warm_up_plan(self) -> Tuple[List[Tuple[int, int]], int]:
+        """What the editor's warm-up edits (editor_warm_up.py): the edit sizes of the four most common training image
+        sizes, and the round's batch size."""
         batch = max(1, min(self.config.edit_batch_size, self.datamanager.num_train_views))
         sizes = Counter(tuple(view["image"].shape[:2]) for view in self.datamanager.cached_train)
-        for (height, width), _ in sizes.most_common(4):
-            size = edit_resolution(height, width, max_side=self._first_edit_side((height, width)))
-            warm_up_edit(editor, size, batch, self.edit_settings(), self.config.ip2p_device or self.device)
-        stop_compiling = getattr(editor, "stop_compiling", None)
-        if stop_compiling is not None:
-            stop_compiling()
+        edit_sizes = [
+            edit_resolution(h, w, max_side=self._first_edit_side((h, w))) for (h, w), _ in sizes.most_common(4)
+        ]
+        return edit_sizes, batch
 
     def edit_settings(self) -> EditSettings:
         """The edit parameters, read from the config at every edit."""
@@ -289,6 +295,8 @@ class IGS2GSPipeline(VanillaPipeline):
             return
         if step >= trainer._start_step + trainer.config.max_num_iterations - 1:
             self.async_round.finish(self, step, self.apply_async_edit)
+            if self.edit_process is not None:
+                self.edit_process.close()
 
     def make_edit_job(self, idx: int, step: int) -> EditJob:
         """A background edit of view `idx` from its current render, with the seed of the step the round would
@@ -299,21 +307,9 @@ class IGS2GSPipeline(VanillaPipeline):
     def edit_jobs(self, jobs: List[EditJob]) -> List[Optional[torch.Tensor]]:
         """Run on the edit worker's thread: the guarded edit of jobs of one image size in one editor call
         (one [1, 3, H, W] image per job; None for all when the guard discards the batch)."""
-        size = tuple(jobs[0].render.shape[-2:])
-        if any(tuple(job.render.shape[-2:]) != size for job in jobs):
-            return [image for job in jobs for image in self.edit_jobs([job])]
-
-        def edit_at(max_side: int) -> torch.Tensor:
-            edit_size = edit_resolution(*size, max_side=max_side)
-            renders = torch.cat([resize(job.render, edit_size) for job in jobs])
-            originals = torch.cat([resize(job.original, edit_size) for job in jobs])
-            generators = [torch.Generator("cpu").manual_seed(job.seed) for job in jobs]
-            kwargs = {"view_ids": [job.view for job in jobs]} if accepts_view_ids(self.editor) else {}
-            generator = generators if len(jobs) > 1 else generators[0]
-            return self.editor.edit(renders, originals, jobs[0].settings, generator=generator, **kwargs)
-
-        edited = self.edit_guard.run(jobs[0].view, edit_at, self._first_edit_side(size))
-        return [None] * len(jobs) if edited is None else list(edited.split(1))
+        if self.edit_process is not None:  # InstructPix2Pix in a process of its own (edit_process.py)
+            return self.edit_process(jobs)
+        return edit_job_batch(lambda: self.editor, self.edit_guard, jobs, self.config.edit_max_side)
 
     @torch.no_grad()
     def apply_async_edit(self, result: EditResult, step: int) -> None:
@@ -354,7 +350,7 @@ class IGS2GSPipeline(VanillaPipeline):
 
     def _first_edit_side(self, size: Tuple[int, int]) -> int:
         """The longer side an edit of a view of `size` is tried at first (edit_max_side, 0: full size)."""
-        return min(self.config.edit_max_side or max(size), max(size))
+        return first_edit_side(size, self.config.edit_max_side)
 
     def _store_edit(self, idx: int, edited: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """Resize an edit [1, 3, h, w] back to the view's `size` and write it into the cache; the cached image."""

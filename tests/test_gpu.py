@@ -17,6 +17,7 @@ from igs2gs.edit_worker import EditJob, EditWorker
 from igs2gs.editor import EditSettings
 from igs2gs.graphed_lpips import GraphedLPIPS
 from tests.test_async_edits import SlowInvertEditor
+from tests.test_edit_process import pid_editor
 from tests.test_pipeline import InvertEditorPipeline, make_trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the lent GPU)")
@@ -160,3 +161,26 @@ def test_group_norm_from_row_reductions_matches_torch_on_the_gpu(dtype):
     got, torch_own = norm(x).double(), torch.nn.GroupNorm.forward(norm, x).double()
     tolerance = 2 * (torch_own - expected).abs().max().item() + (1e-5 if dtype == torch.float32 else 1e-2)
     assert (got - expected).abs().max().item() < tolerance
+
+
+class ProcessGpuPipeline(InvertEditorPipeline):
+    process_editor_builder = pid_editor
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_two_gpu_run_edits_in_a_process_of_its_own(splatfacto_run, tmp_path, random_lpips_backbones):
+    trainer = make_trainer(splatfacto_run, tmp_path, iterations=30, device_type="cuda")
+    trainer.config.pipeline._target = ProcessGpuPipeline
+    trainer.config.pipeline.ip2p_device = "cuda:1"
+    trainer.config.pipeline.ip2p_process = True
+    trainer.setup()
+    pipeline, datamanager = trainer.pipeline, trainer.pipeline.datamanager
+    assert pipeline.edit_process is not None
+    originals = [image.clone() for image in datamanager.original_images]
+    trainer.train()
+    assert datamanager.edited_views == set(range(datamanager.num_train_views))
+    for idx, original in enumerate(originals):
+        expected = torch.round((1.0 - original[..., :3].cuda()) * 255) / 255
+        cached = datamanager.cached_train[idx]["image"][..., :3].cuda()
+        torch.testing.assert_close(cached[1:, 1:], expected[1:, 1:], atol=1e-6, rtol=0)
+    assert not pipeline.edit_process.alive

@@ -1,0 +1,151 @@
+"""InstructPix2Pix in a process of its own (igs2gs/edit_process.py), with stand-in editors on the CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import igs2gs.igs2gs_pipeline as pipeline_module
+from igs2gs.edit_process import EditProcess, EditProcessError
+from igs2gs.edit_worker import EditJob
+from igs2gs.editor import EditSettings
+from igs2gs.ip2p import IP2PLoadError
+from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
+
+SETTINGS = EditSettings(prompt="invert it")
+CONFIG = SimpleNamespace(edit_max_side=0)
+
+
+class PidEditor(InvertEditor):
+    """Inverts the originals and writes its process id into the first pixel; counts its calls there too."""
+
+    def edit(self, renders, originals, settings, generator=None):
+        out = super().edit(renders, originals, settings, generator)
+        out[:, 0, 0, 0] = os.getpid()
+        out[:, 1, 0, 0] = len(self.calls)  # the warm-up was call 1
+        return out
+
+
+def pid_editor(config, device):
+    return PidEditor()
+
+
+def failing_builder(config, device):
+    raise ValueError("no InstructPix2Pix weights here")
+
+
+class UnloadableEditor(InvertEditor):
+    def edit(self, renders, originals, settings, generator=None):
+        if renders.shape[0] != 2:  # not the warm-up
+            raise IP2PLoadError("weights unreachable")
+        return super().edit(renders, originals, settings, generator)
+
+
+def unloadable_editor(config, device):
+    return UnloadableEditor()
+
+
+class DyingEditor(InvertEditor):
+    def edit(self, renders, originals, settings, generator=None):
+        if renders.shape[0] != 2:
+            os._exit(3)
+        return super().edit(renders, originals, settings, generator)
+
+
+def dying_editor(config, device):
+    return DyingEditor()
+
+
+def _jobs(views):
+    torch.manual_seed(0)
+    return [
+        EditJob(view, torch.rand(1, 3, 16, 24), torch.rand(1, 3, 16, 24), SETTINGS, seed=view, ready=None)
+        for view in views
+    ]
+
+
+def _process(builder):
+    return EditProcess(CONFIG, "cpu", [(16, 24)], 2, SETTINGS, builder=builder)
+
+
+def test_jobs_are_edited_in_the_child_after_its_warm_up():
+    process = _process(pid_editor)
+    try:
+        jobs = _jobs([4, 5, 6])
+        images = process(jobs)
+        assert len(images) == 3
+        for job, image in zip(jobs, images):
+            assert image.shape == (1, 3, 16, 24)
+            torch.testing.assert_close(image[..., 1:, 1:], 1 - job.original[..., 1:, 1:])
+            assert image[0, 0, 0, 0].item() == process._process.pid != os.getpid()
+            assert image[0, 1, 0, 0].item() == 2  # the child's second editor call: its warm-up came first
+        assert process.alive
+        os.kill(process._process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
+        assert len(process(_jobs([7]))) == 1 and process.alive, "the child leaves Ctrl-C to the training process"
+    finally:
+        process.close()
+    assert not process.alive
+    with pytest.raises(EditProcessError, match="closed"):
+        process(_jobs([0]))
+
+
+def test_a_builder_error_reaches_the_training_process():
+    process = _process(failing_builder)
+    try:
+        with pytest.raises(ValueError, match="no InstructPix2Pix weights") as raised:
+            process(_jobs([0]))
+        assert "raised in the InstructPix2Pix process" in "".join(getattr(raised.value, "__notes__", []))
+    finally:
+        process.close()
+
+
+def test_an_edit_error_the_guard_lets_through_reaches_the_training_process():
+    from igs2gs.errors import IGS2GSConfigError
+
+    process = _process(unloadable_editor)
+    try:
+        with pytest.raises(IGS2GSConfigError, match="weights unreachable"):
+            process(_jobs([0]))
+    finally:
+        process.close()
+
+
+def test_a_child_that_dies_is_reported_with_its_exit_code():
+    process = _process(dying_editor)
+    try:
+        with pytest.raises(EditProcessError, match="exit code 3"):
+            process(_jobs([0]))
+    finally:
+        process.close()
+
+
+class ProcessInvertPipeline(InvertEditorPipeline):
+    process_editor_builder = pid_editor
+
+    def build_editor(self):
+        raise AssertionError("with ip2p_process the training process builds no editor")
+
+
+def test_a_run_edits_every_view_in_the_edit_process(splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch):
+    # The CPU edits in the training step; here the background path and "a device of its own" are switched on.
+    monkeypatch.setattr(pipeline_module, "edits_in_background", lambda *args: True)
+    monkeypatch.setattr(pipeline_module, "edits_on_own_device", lambda *args: True)
+    trainer = make_trainer(splatfacto_run, tmp_path)
+    trainer.config.pipeline._target = ProcessInvertPipeline
+    trainer.config.pipeline.ip2p_process = True
+    trainer.setup()  # again, with this pipeline
+    pipeline, datamanager = trainer.pipeline, trainer.pipeline.datamanager
+    assert pipeline.edit_process is not None and pipeline.edit_process.alive
+    originals = [image.clone() for image in datamanager.original_images]
+    trainer.train()
+    assert datamanager.edited_views == set(range(datamanager.num_train_views))
+    for idx, original in enumerate(originals):
+        cached = datamanager.cached_train[idx]["image"][..., :3]
+        expected = torch.round((1.0 - original[..., :3]) * 255) / 255
+        torch.testing.assert_close(cached[1:, 1:], expected[1:, 1:], atol=1e-6, rtol=0)
+        assert cached[0, 0, 0] == 1.0  # the child's pid, clamped into the cache's [0, 1]
+    assert not pipeline.edit_process.alive, "the edit process stops when training ends"
