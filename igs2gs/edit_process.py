@@ -1,11 +1,12 @@
 """InstructPix2Pix in a process of its own, for runs that edit on a GPU of its own (`--pipeline.ip2p-process`).
 
 With the editor on a second GPU, the edit worker (`edit_worker.py`) is a thread of the training process, and
-both launch their CUDA kernels from Python: they take turns holding the GIL. Measured on 2 x H200
-(benchmarks/RESULTS.md), training steps took about 14.6 ms while a round edited and 5.8 ms between rounds,
-whether the editor was eager or compiled. Here the worker thread only forwards each batch of jobs to a
-child process and waits for the edits (a blocking queue read, which releases the GIL); the child loads the
-editor, runs the warm-up edit (and compiles there, with `--pipeline.ip2p-compile`), and edits.
+both launch their CUDA kernels from Python, taking turns at the GIL. On 2 x H200 (benchmarks/RESULTS.md)
+training steps averaged 8.8-9.0 ms in such runs against 5.0 ms for a plain step alone, whether the editor was
+eager or compiled (a compiled round edits in 13 instead of 21 s, and the run was no faster). Here the worker
+thread only forwards each batch of jobs to a child process and waits for the edits (a blocking queue read, which
+releases the GIL); the child loads the editor, runs the warm-up edit (and compiles there, with
+`--pipeline.ip2p-compile`), and edits.
 
 - Jobs travel as CPU tensors through torch.multiprocessing queues (shared memory); edits come back the same
   way, one [1, 3, h, w] image or None (discarded by the child's edit guard) per job.
