@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from types import SimpleNamespace
@@ -68,13 +69,17 @@ def _jobs(views):
     ]
 
 
+@contextlib.contextmanager
 def _process(builder):
-    return EditProcess(CONFIG, "cpu", [(16, 24)], 2, SETTINGS, builder=builder)
+    process = EditProcess(CONFIG, "cpu", [(16, 24)], 2, SETTINGS, builder=builder)
+    try:
+        yield process
+    finally:
+        process.close()
 
 
 def test_jobs_are_edited_in_the_child_after_its_warm_up():
-    process = _process(pid_editor)
-    try:
+    with _process(pid_editor) as process:
         jobs = _jobs([4, 5, 6])
         images = process(jobs)
         assert len(images) == 3
@@ -86,41 +91,27 @@ def test_jobs_are_edited_in_the_child_after_its_warm_up():
         assert process.alive
         os.kill(process._process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
         assert len(process(_jobs([7]))) == 1 and process.alive, "the child leaves Ctrl-C to the training process"
-    finally:
-        process.close()
     assert not process.alive
     with pytest.raises(EditProcessError, match="closed"):
         process(_jobs([0]))
 
 
 def test_a_builder_error_reaches_the_training_process():
-    process = _process(failing_builder)
-    try:
-        with pytest.raises(ValueError, match="no InstructPix2Pix weights") as raised:
-            process(_jobs([0]))
-        assert "raised in the InstructPix2Pix process" in "".join(getattr(raised.value, "__notes__", []))
-    finally:
-        process.close()
+    with _process(failing_builder) as process, pytest.raises(ValueError, match="no InstructPix2Pix") as raised:
+        process(_jobs([0]))
+    assert "raised in the InstructPix2Pix process" in "".join(getattr(raised.value, "__notes__", []))
 
 
 def test_an_edit_error_the_guard_lets_through_reaches_the_training_process():
     from igs2gs.errors import IGS2GSConfigError
 
-    process = _process(unloadable_editor)
-    try:
-        with pytest.raises(IGS2GSConfigError, match="weights unreachable"):
-            process(_jobs([0]))
-    finally:
-        process.close()
+    with _process(unloadable_editor) as process, pytest.raises(IGS2GSConfigError, match="weights unreachable"):
+        process(_jobs([0]))
 
 
 def test_a_child_that_dies_is_reported_with_its_exit_code():
-    process = _process(dying_editor)
-    try:
-        with pytest.raises(EditProcessError, match="exit code 3"):
-            process(_jobs([0]))
-    finally:
-        process.close()
+    with _process(dying_editor) as process, pytest.raises(EditProcessError, match="exit code 3"):
+        process(_jobs([0]))
 
 
 class ProcessInvertPipeline(InvertEditorPipeline):
