@@ -254,6 +254,13 @@ class InstructPix2PixEditor:
             self._encode = ip2p_speed.compile_step(self._vae_encode, cuda_graphs=False)
             self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
 
+    @property
+    def compiling(self) -> bool:
+        """True while a compiled piece still compiles inputs it has not met (`enable_compile`, before
+        `stop_compiling`)."""
+        pieces = (self._step, self._encode, self._decode)
+        return any(isinstance(piece, ip2p_speed.CompiledThenRunOnly) and piece.compiling for piece in pieces)
+
     def stop_compiling(self) -> None:
         """Keep what was compiled so far and run calls it does not fit eagerly (see `ip2p_speed.CompiledThenRunOnly`:
         a training run compiles only before its training and viewer threads start)."""

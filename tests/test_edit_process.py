@@ -22,7 +22,13 @@ CONFIG = SimpleNamespace(edit_max_side=0)
 
 
 class PidEditor(InvertEditor):
-    """Inverts the originals and writes its process id into the first pixel; counts its calls there too."""
+    """Inverts the originals and writes its process id into the first pixel; counts its calls there too. It stands
+    in for a compiling editor, so the child warms it up."""
+
+    compiling = True
+
+    def stop_compiling(self) -> None:
+        self.compiling = False
 
     def edit(self, renders, originals, settings, generator=None):
         out = super().edit(renders, originals, settings, generator)

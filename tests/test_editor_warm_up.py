@@ -8,7 +8,7 @@ import torch
 
 import igs2gs.igs2gs_pipeline as pipeline_module
 from igs2gs.editor import EditSettings
-from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_edit
+from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_edit, warm_up_editor
 from igs2gs.ip2p_speed import CompiledThenRunOnly
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
 
@@ -29,6 +29,25 @@ def test_the_warm_up_edits_a_batch_as_a_round_does():
     assert shape == (3, 3, 48, 64) and len(generators) == 3  # one generator per view, as rounds pass them
     warm_up_edit(editor, (48, 64), 1, EditSettings(prompt="x"), "cpu")
     assert isinstance(editor.calls[1][1], torch.Generator)
+
+
+class CompilingEditor(RecordingEditor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.compiling = True
+
+    def stop_compiling(self) -> None:
+        self.compiling = False
+
+
+def test_only_an_editor_that_compiles_is_warmed_up_then_stops_compiling():
+    eager = RecordingEditor()
+    warm_up_editor(eager, [(48, 64)], 2, EditSettings(prompt="x"), "cpu")
+    assert eager.calls == []  # its first edit costs less than a warm-up would
+    compiling = CompilingEditor()
+    warm_up_editor(compiling, [(48, 64), (32, 32)], 2, EditSettings(prompt="x"), "cpu")
+    assert [shape for shape, _ in compiling.calls] == [(2, 3, 48, 64), (2, 3, 32, 32)]
+    assert not compiling.compiling
 
 
 def test_only_cuda_editors_are_built_ahead():
@@ -67,8 +86,12 @@ class AheadInvertPipeline(InvertEditorPipeline):
     def build_editor(self):
         editor = InvertEditor()
         editor.built_on = threading.get_ident()
-        editor.stopped_compiling_after = None
-        editor.stop_compiling = lambda: setattr(editor, "stopped_compiling_after", len(editor.calls))
+        editor.compiling, editor.stopped_compiling_after = True, None  # stands in for a compiling editor
+
+        def stop_compiling():
+            editor.compiling, editor.stopped_compiling_after = False, len(editor.calls)
+
+        editor.stop_compiling = stop_compiling
         return editor
 
 
