@@ -179,9 +179,9 @@ class IGS2GSPipeline(VanillaPipeline):
         """What the editor's warm-up edits (editor_warm_up.py): the edit sizes of the four most common training image
         sizes, and the round's batch size."""
         batch = max(1, min(self.config.edit_batch_size, self.datamanager.num_train_views))
-        sizes = Counter(tuple(view["image"].shape[:2]) for view in self.datamanager.cached_train)
         edit_sizes = [
-            edit_resolution(h, w, max_side=self._first_edit_side((h, w))) for (h, w), _ in sizes.most_common(4)
+            edit_resolution(h, w, max_side=self._first_edit_side((h, w)))
+            for (h, w), _ in self._train_image_sizes().most_common(4)
         ]
         return edit_sizes, batch
 
@@ -279,11 +279,15 @@ class IGS2GSPipeline(VanillaPipeline):
             )
         return callbacks
 
+    def _train_image_sizes(self) -> Counter:
+        """How many training images have each (height, width)."""
+        return Counter(tuple(view["image"].shape[:2]) for view in self.datamanager.cached_train)
+
     def _capture_graphs(self) -> None:
         """The LPIPS loss's CUDA graphs, one per training image size; before any other thread does CUDA work."""
         capture = getattr(self.model, "capture_lpips_graphs", None)  # another model (e.g. splatfacto's) has none
         if capture is not None:
-            capture({tuple(view["image"].shape[:2]) for view in self.datamanager.cached_train})
+            capture(set(self._train_image_sizes()))
 
     def train(self, mode: bool = True):
         """nerfstudio's trainer sets the training mode of every module before each step (~1 ms of Python on a

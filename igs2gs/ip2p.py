@@ -254,19 +254,20 @@ class InstructPix2PixEditor:
             self._encode = ip2p_speed.compile_step(self._vae_encode, cuda_graphs=False)
             self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
 
+    def _compiled_pieces(self) -> list[ip2p_speed.CompiledThenRunOnly]:
+        return [p for p in (self._step, self._encode, self._decode) if isinstance(p, ip2p_speed.CompiledThenRunOnly)]
+
     @property
     def compiling(self) -> bool:
         """True while a compiled piece still compiles inputs it has not met (`enable_compile`, before
         `stop_compiling`)."""
-        pieces = (self._step, self._encode, self._decode)
-        return any(isinstance(piece, ip2p_speed.CompiledThenRunOnly) and piece.compiling for piece in pieces)
+        return any(piece.compiling for piece in self._compiled_pieces())
 
     def stop_compiling(self) -> None:
         """Keep what was compiled so far and run calls it does not fit eagerly (see `ip2p_speed.CompiledThenRunOnly`:
         a training run compiles only before its training and viewer threads start)."""
-        for piece in (self._step, self._encode, self._decode):
-            if isinstance(piece, ip2p_speed.CompiledThenRunOnly):
-                piece.stop_compiling()
+        for piece in self._compiled_pieces():
+            piece.stop_compiling()
 
     def disable_compile(self) -> None:
         """Run eagerly again (the default)."""

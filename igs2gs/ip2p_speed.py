@@ -117,17 +117,20 @@ class CompiledThenRunOnly:
     def __init__(self, compiled: Callable[..., Any], cuda_graphs: bool = False) -> None:
         self.compiled = compiled
         self.cuda_graphs = cuda_graphs
-        self.compiling = True
+        self._run = compiled
+
+    @property
+    def compiling(self) -> bool:
+        """True until `stop_compiling`."""
+        return self._run is self.compiled
 
     def stop_compiling(self) -> None:
         """From now on, run the compiled graphs where their guards pass and eagerly elsewhere."""
-        self.compiling = False
-        self._run_only = torch._dynamo.run(self.compiled)
+        self._run = torch._dynamo.run(self.compiled)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        run = self.compiled if self.compiling else self._run_only
         if not self.cuda_graphs:
-            return run(*args, **kwargs)
+            return self._run(*args, **kwargs)
         torch.compiler.cudagraph_mark_step_begin()
-        out = run(*args, **kwargs)
+        out = self._run(*args, **kwargs)
         return tuple(o.clone() for o in out) if isinstance(out, tuple) else out.clone()
