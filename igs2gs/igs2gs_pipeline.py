@@ -332,7 +332,14 @@ class IGS2GSPipeline(VanillaPipeline):
         self.keeper.view_done(self, idx, step, kept=result.image is not None)
         cached = self.datamanager.cached_train[idx]["image"][..., :3].to(render.device)
         self.round_reporter.view_edited(
-            self.edit_round, views, idx, render[0].permute(1, 2, 0), cached, result.seconds, step
+            self.edit_round,
+            views,
+            idx,
+            render[0].permute(1, 2, 0),
+            cached,
+            result.seconds,
+            step,
+            round_start_step=self.keeper.state.round_start_step,
         )
 
     @torch.no_grad()

@@ -48,13 +48,16 @@ class RoundReporter:
         edited: torch.Tensor,  # [H, W, 3] the edited image now in the cache
         edit_seconds: float,
         step: int,
+        round_start_step: Optional[int] = None,
     ) -> None:
-        """Account for the edit of view `idx` at `step`; print, log and update the status as due."""
+        """Account for the edit of view `idx` at `step`; print, log and update the status as due. A background
+        edit lands steps after its round began: `round_start_step` (default `step`) counts the rounds to come."""
         now = self.clock()
         round_number = edit_round.rounds_started
         if self.progress is None or self.progress.round_number != round_number:
             # The round began when this first edit started, not when it returned.
-            self._begin(round_number, num_views, done=idx, step=step, started_at=now - edit_seconds)
+            first_step = step if round_start_step is None else round_start_step
+            self._begin(round_number, num_views, done=idx, step=first_step, started_at=now - edit_seconds)
         assert self.progress is not None
         self.edit_log.record(idx, render, edited)
         line = self.progress.view_edited(edit_seconds, now)

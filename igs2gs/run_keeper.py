@@ -69,6 +69,8 @@ class RunKeeper:
         self.monitor = SplatChangeMonitor()
         self._pending_rng: Optional[Tuple[Dict[str, Any], Dict[str, torch.Tensor]]] = None
         self._round_finished_at: Optional[int] = None
+        self._finished_round = 0
+        """The number of the round that finished at `_round_finished_at`."""
         self._optimizers: Optional[Mapping[str, torch.optim.Optimizer]] = None
 
     # ------------------------------------------------------------------ checkpoints
@@ -89,7 +91,10 @@ class RunKeeper:
     # ------------------------------------------------------------------ rounds
 
     def round_began(self, pipeline: IGS2GSPipeline, step: int) -> None:
-        """A round begins at `step`: remember the step and the splats."""
+        """A round begins at `step`: remember the step and the splats. A round that finished in this step (a
+        background round completes at the step that begins the next one) is reported first."""
+        if self._round_finished_at is not None:
+            self._report_round(pipeline)
         self.state.round_start_step = step
         self.monitor.begin(pipeline.model.gauss_params)
 
@@ -107,6 +112,7 @@ class RunKeeper:
             self.journal.write_state(self._journal_state(pipeline, last_step=step))
         if not pipeline.edit_round.active:
             self._round_finished_at = step
+            self._finished_round = pipeline.edit_round.rounds_started
 
     # ------------------------------------------------------------------ start of training
 
@@ -214,10 +220,13 @@ class RunKeeper:
             self._pending_rng = None
 
     def _after_step(self, pipeline: IGS2GSPipeline, step: int) -> None:
-        if self._round_finished_at != step:
-            return
+        if self._round_finished_at == step:
+            self._report_round(pipeline)
+
+    def _report_round(self, pipeline: IGS2GSPipeline) -> None:
+        """The finished round's faults and how much it changed the splats; stops a run whose rounds change nothing."""
         self._round_finished_at = None
-        round_number = pipeline.edit_round.rounds_started
+        round_number = self._finished_round
         faults = pipeline.edit_guard.take_round_faults().summary()
         if faults:
             CONSOLE.log(f"igs2gs: round {round_number}: {faults}")

@@ -56,3 +56,22 @@ def test_a_round_resumed_mid_way_and_a_restarted_round(capsys):
     run_round(reporter, clock, restarted, step=500)
     out = capsys.readouterr().out
     assert "round 3 done" in out and "round 4 done, 10 views edited in 9.5 s" in out
+
+
+def test_background_edits_that_land_late_count_the_rounds_from_the_rounds_start(capsys):
+    # Rounds at steps 1, 51 and 101 of a run ending at step 149. The first background edit of the round begun at
+    # step 1 lands at step 45: still three rounds in all, not the two that begin after step 45.
+    clock = FakeClock()
+    reporter = RoundReporter(gs_steps=50, clock=clock)
+    reporter.set_last_step(149)
+    edit_round = EditRound()
+    edit_round.begin()
+    step = 45
+    while edit_round.active:
+        idx = edit_round.cursor
+        clock.now += 1.0
+        edit_round.advance(10)
+        reporter.view_edited(edit_round, 10, idx, torch.zeros(4, 4, 3), torch.ones(4, 4, 3), 0.5, step, 1)
+        step += 1
+    out = capsys.readouterr().out
+    assert "round 1 of 3: 1/10 views edited" in out and "2 more rounds to come" in out

@@ -60,3 +60,34 @@ def test_splatfactos_own_model_stops_after_the_first_round(splatfacto_run, tmp_p
     assert "the optimizers do not hold the model's tensors (optimizer binding)" in message
     assert "SplatfactoModel" in message
     assert trainer.step == 210  # stopped right after the round (steps 201..210), not at the end of the run
+
+
+def test_a_background_round_that_ends_where_the_next_begins_reports_its_own_change(capsys):
+    # A background round completes at the step that begins the next round: its report comes before the next
+    # round's snapshot, under its own number, and covers the whole round.
+    from types import SimpleNamespace
+
+    from igs2gs.edit_guard import EditGuard
+    from igs2gs.edit_schedule import EditRound
+    from igs2gs.igs2gs_pipeline import IGS2GSPipelineConfig
+    from igs2gs.run_keeper import RunKeeper
+
+    params = gaussians()
+    pipeline = SimpleNamespace(
+        config=IGS2GSPipelineConfig(), edit_round=EditRound(), edit_guard=EditGuard(),
+        model=SimpleNamespace(gauss_params=params),
+    )
+    keeper = RunKeeper()
+    pipeline.edit_round.begin()
+    keeper.round_began(pipeline, step=1)
+    params["opacities"] += 0.25  # what training did during round 1
+    for idx in range(2):  # both views land at step 51
+        pipeline.edit_round.advance(2)
+        keeper.view_done(pipeline, idx, step=51, kept=True)
+    pipeline.edit_round.begin()  # round 2 begins in that same step
+    keeper.round_began(pipeline, step=51)
+    params["opacities"] += 0.5  # step 51's update
+    keeper._after_step(pipeline, 51)
+    out = capsys.readouterr().out
+    assert "round 1 changed the splats" in out and "2.5e-01" in out and "5.0e-01" not in out
+    assert "round 2" not in out
