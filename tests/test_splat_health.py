@@ -74,7 +74,9 @@ def test_a_background_round_that_ends_where_the_next_begins_reports_its_own_chan
 
     params = gaussians()
     pipeline = SimpleNamespace(
-        config=IGS2GSPipelineConfig(), edit_round=EditRound(), edit_guard=EditGuard(),
+        config=IGS2GSPipelineConfig(),
+        edit_round=EditRound(),
+        edit_guard=EditGuard(),
         model=SimpleNamespace(gauss_params=params),
     )
     keeper = RunKeeper()
