@@ -3,27 +3,33 @@
 With the editor on a second GPU, the edit worker (`edit_worker.py`) is a thread of the training process, and
 both launch their CUDA kernels from Python, taking turns at the GIL. On 2 x H200 (benchmarks/RESULTS.md)
 training steps averaged 8.8-9.0 ms in such runs against 5.0 ms for a plain step alone, whether the editor was
-eager or compiled (a compiled round edits in 13 instead of 21 s, and the run was no faster). Here the worker
-thread only forwards each batch of jobs to a child process and waits for the edits (a blocking queue read, which
-releases the GIL); the child loads the editor, runs the warm-up edit (and compiles there, with
-`--pipeline.ip2p-compile`), and edits.
+eager or compiled. Here the worker thread only forwards each batch of jobs to a child process and waits for the
+edits (a blocking queue read, which releases the GIL).
 
+- The child starts when the pipeline starts to be built, and loads the editor while the training process caches
+  its images, loads the checkpoint and starts the viewer: loading in another process cannot meet the training
+  process's threads (see editor_warm_up.py for what loading and compiling change process-wide).
+- With `--pipeline.ip2p-compile`, a second child compiles the editor (filling the compile cache) while the first
+  edits uncompiled; between two batches the first then compiles too, from the cache, and edits compiled from
+  there on. So compiling never holds edits back: the first run of an image size (about 70 s of compiling on an
+  H200) edits uncompiled meanwhile, a later one finds the cache filled and switches within seconds.
 - Jobs travel as CPU tensors through torch.multiprocessing queues (shared memory); edits come back the same
   way, one [1, 3, h, w] image or None (discarded by the child's edit guard) per job.
-- The child loads while the training process sets up: loading in another process cannot meet the training
-  process's threads (see editor_warm_up.py for what loading and compiling change process-wide).
 - The child's errors come back with their traceback and are raised on the worker thread as the editor's
-  own would be; a child that dies is reported with its exit code (`EditProcessError`).
-- Ctrl-C reaches the training process only (the child ignores SIGINT); the child stops when told, when
-  the training process is gone, or with the training process's exit (a daemon process).
+  own would be; a child that dies is reported with its exit code (`EditProcessError`). A compile that fails
+  leaves the edits uncompiled (and says so).
+- Ctrl-C reaches the training process only (the children ignore SIGINT); they stop when told, when the
+  training process is gone, or with the training process's exit (daemon processes).
 """
 
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import queue
 import signal
+import time
 import traceback
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -33,12 +39,16 @@ import torch.multiprocessing as mp
 from igs2gs.edit_worker import EditJob
 from igs2gs.editor import EditSettings
 
-_STOP = None
+_STOP = ("stop", None)
 _POLL_S = 1.0
 """How often a waiting side checks that the other process is still there."""
 
 EditorBuilder = Callable[[Any, Any], Any]
 """Builds the editor from the pipeline config and a device; a module-level function (it is pickled by name)."""
+EditorConfigurer = Callable[[Any, Any], None]
+"""Applies the pipeline config's editor switches to a built editor (`fast_edits.configure_editor`); module-level."""
+
+_COMPILING, _COMPILED, _COMPILE_FAILED = 0, 1, 2
 
 
 class EditProcessError(RuntimeError):
@@ -51,6 +61,19 @@ def _default_builder() -> EditorBuilder:
     return build_ip2p_editor
 
 
+def _default_configurer() -> EditorConfigurer:
+    from igs2gs.fast_edits import configure_editor
+
+    return configure_editor
+
+
+def uncompiled(config: Any) -> Any:
+    """A copy of the pipeline config with `ip2p_compile` off."""
+    config = copy.copy(config)
+    config.ip2p_compile = False
+    return config
+
+
 class EditProcess:
     """Edits batches of `EditJob`s in a child process: `process(jobs)` returns one image or None per job."""
 
@@ -58,22 +81,50 @@ class EditProcess:
         self,
         config: Any,
         device: Any,
-        warm_up_sizes: Sequence[Tuple[int, int]],
-        batch_size: int,
-        settings: EditSettings,
+        compile_ahead: bool = False,
         builder: Optional[EditorBuilder] = None,
+        configurer: Optional[EditorConfigurer] = None,
     ) -> None:
-        context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
-        self._jobs = context.Queue()
-        self._results = context.Queue()
-        args = (builder or _default_builder(), config, str(device), list(warm_up_sizes), batch_size, settings)
-        self._process = context.Process(
-            target=_serve, args=(*args, self._jobs, self._results, os.getpid()), name="igs2gs-editor", daemon=True
+        """Start the child, which builds the editor at once. With `compile_ahead` (ip2p_compile on CUDA), it
+        builds it uncompiled and `plan` starts the compiling child."""
+        self._context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+        self._jobs = self._context.Queue()
+        self._results = self._context.Queue()
+        self._compile_status = self._context.Value("i", _COMPILING)
+        self._builder = builder or _default_builder()
+        self._config, self._device, self._compile_ahead = config, str(device), compile_ahead
+        args = (self._builder, config, self._device, compile_ahead, configurer or _default_configurer())
+        self._process = self._context.Process(
+            target=_serve,
+            args=(*args, self._compile_status, self._jobs, self._results, os.getpid()),
+            name="igs2gs-editor",
+            daemon=True,
         )
         self._process.start()
+        self._compiler: Optional[Any] = None
         self._ready = False
         self._closed = False
         atexit.register(self.close)
+
+    def plan(self, warm_up_sizes: Sequence[Tuple[int, int]], batch_size: int, settings: EditSettings) -> None:
+        """The round's edit sizes and batch size, once the training images are known: the child warms a compiling
+        editor up with them before its first edit (editor_warm_up.py); with `compile_ahead`, the compiling child
+        starts here and compiles them."""
+        plan = (list(warm_up_sizes), batch_size, settings)
+        self._jobs.put(("plan", plan))
+        if self._compile_ahead and self._compiler is None:
+            self._compiler = self._context.Process(
+                target=_compile_ahead,
+                args=(self._builder, self._config, self._device, plan, self._compile_status, os.getpid()),
+                name="igs2gs-editor-compile",
+                daemon=True,
+            )
+            self._compiler.start()
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiling child has filled the compile cache (the editing child then switches to it)."""
+        return self._compile_status.value == _COMPILED
 
     @property
     def alive(self) -> bool:
@@ -86,7 +137,7 @@ class EditProcess:
         if not self._ready:
             self._receive()  # the child's "ready", or its start-up error
             self._ready = True
-        self._jobs.put([_moved(job, "cpu") for job in jobs])
+        self._jobs.put(("edit", [_moved(job, "cpu") for job in jobs]))
         return self._receive()
 
     def _receive(self) -> Any:
@@ -117,6 +168,9 @@ class EditProcess:
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout)
+        if self._compiler is not None and self._compiler.is_alive():  # a short run: its compile is not needed now
+            self._compiler.terminate()
+            self._compiler.join(timeout)
 
 
 def _moved(job: EditJob, device: Any) -> EditJob:
@@ -140,43 +194,99 @@ def _serve(
     builder: EditorBuilder,
     config: Any,
     device: str,
-    warm_up_sizes: List[Tuple[int, int]],
-    batch_size: int,
-    settings: EditSettings,
+    compile_ahead: bool,
+    configurer: EditorConfigurer,
+    compile_status: Any,
     jobs: Any,
     results: Any,
     parent: int,
 ) -> None:
-    """The child: build and warm up the editor, then edit each batch of jobs until told to stop."""
+    """The editing child: build the editor, then edit each batch of jobs until told to stop; switch to the
+    compiled editor once the compiling child is done."""
     from igs2gs.edit_guard import EditGuard
-    from igs2gs.editor_warm_up import warm_up_editor
     from igs2gs.fast_edits import edit_job_batch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
-    if torch.device(device).type == "cuda":
-        torch.cuda.set_device(torch.device(device))
+    _use_device(device)
     try:
-        editor = builder(config, device)
-        warm_up_editor(editor, warm_up_sizes, batch_size, settings, device)
+        editor = builder(uncompiled(config) if compile_ahead else config, device)
     except BaseException as error:  # noqa: BLE001 (sent to the training process, which decides)
         results.put((False, _picklable(error), traceback.format_exc()))
         return
     results.put((True, "ready", ""))
-    guard = EditGuard()
+    guard, plan, waiting_for_compile = EditGuard(), None, compile_ahead
     while True:
+        if waiting_for_compile and plan is not None and compile_status.value != _COMPILING:
+            waiting_for_compile = False
+            if compile_status.value == _COMPILED:
+                _switch_to_compiled(editor, config, configurer, plan, device)
         try:
-            batch = jobs.get(timeout=_POLL_S)
+            kind, message = jobs.get(timeout=_POLL_S)
         except queue.Empty:
             if os.getppid() != parent:  # the training process is gone
                 return
             continue
-        if batch is _STOP:
+        if kind == "stop":
             return
         try:
-            batch = [_moved(job, device) for job in batch]
+            if kind == "plan":
+                plan = message
+                _warm_up(editor, plan, device)
+                continue
+            batch = [_moved(job, device) for job in message]
             with torch.no_grad():
                 edited = edit_job_batch(lambda: editor, guard, batch, config.edit_max_side)
             images = [None if image is None else image.detach().float().cpu() for image in edited]
             results.put((True, images, ""))
         except BaseException as error:  # noqa: BLE001
             results.put((False, _picklable(error), traceback.format_exc()))
+
+
+def _use_device(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.set_device(torch.device(device))
+
+
+def _warm_up(editor: Any, plan: Tuple[List[Tuple[int, int]], int, EditSettings], device: str) -> None:
+    from igs2gs.editor_warm_up import warm_up_editor
+
+    sizes, batch_size, settings = plan
+    warm_up_editor(editor, sizes, batch_size, settings, device)
+
+
+def _switch_to_compiled(editor: Any, config: Any, configurer: EditorConfigurer, plan: Any, device: str) -> None:
+    """Compile the editing child's editor from the cache the compiling child filled; stay uncompiled on failure."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    started = time.perf_counter()
+    try:
+        configurer(editor, config)
+        _warm_up(editor, plan, device)
+    except Exception:  # noqa: BLE001 (edits go on uncompiled)
+        trace = traceback.format_exc()
+        CONSOLE.log(f"igs2gs: compiled InstructPix2Pix failed to load; edits stay uncompiled:\n{trace}")
+        getattr(editor, "disable_compile", lambda: None)()
+        configurer(editor, uncompiled(config))
+        return
+    CONSOLE.log(f"igs2gs: InstructPix2Pix compiled, loaded in {time.perf_counter() - started:.1f} s; edits use it now")
+
+
+def _compile_ahead(builder: EditorBuilder, config: Any, device: str, plan: Any, status: Any, parent: int) -> None:
+    """The compiling child: build the compiled editor and compile it in its warm-up edits, which fills the compile
+    cache; then tell the editing child through `status` and exit."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _use_device(device)
+    started = time.perf_counter()
+    CONSOLE.log("igs2gs: compiling InstructPix2Pix in the background; edits run uncompiled until it is done")
+    try:
+        editor = builder(config, device)
+        _warm_up(editor, plan, device)
+    except Exception:  # noqa: BLE001 (edits go on uncompiled)
+        CONSOLE.log(f"igs2gs: compiling InstructPix2Pix failed; edits stay uncompiled:\n{traceback.format_exc()}")
+        status.value = _COMPILE_FAILED
+        return
+    if os.getppid() == parent:
+        CONSOLE.log(f"igs2gs: InstructPix2Pix compiled in {time.perf_counter() - started:.1f} s")
+    status.value = _COMPILED

@@ -138,16 +138,18 @@ class IGS2GSPipeline(VanillaPipeline):
         background = test_mode == "val" and edits_in_background(device, config.ip2p_device, config.overlap_edits)
         if background and config.training_stream_priority and not edits_on_own_device(device, config.ip2p_device):
             prioritise_training(device)  # before the run's tensors are made (edit_streams.py)
+        editor_device = config.ip2p_device or device
+        own_process = background and config.ip2p_process and edits_on_own_device(device, config.ip2p_device)
+        # InstructPix2Pix loads in its own process while this one caches the images and builds the model.
+        edit_process = self._start_edit_process(config, editor_device) if own_process else None
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        self.edit_process: Optional[EditProcess] = edit_process
         self.edit_round = EditRound()
         self.batched_edits = BatchedEdits()  # edits made ahead for the round's next views (edit_batch_size)
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
         # Rounds edit in the background while training goes on (async_edits.py).
-        editor_device = config.ip2p_device or device
         self.async_round = AsyncRound(config.edit_batch_size, editor_device) if background else None
-        own_process = background and config.ip2p_process and edits_on_own_device(device, config.ip2p_device)
-        self.edit_process: Optional[EditProcess] = None
         if test_mode == "val" and config.ip2p_process and not own_process:
             CONSOLE.log("igs2gs: --pipeline.ip2p-process applies with --pipeline.ip2p-device on another GPU only")
         if test_mode == "val":
@@ -155,16 +157,20 @@ class IGS2GSPipeline(VanillaPipeline):
             # Before any other thread runs: the LPIPS loss's CUDA graphs (a capture must not overlap other threads'
             # CUDA work), then InstructPix2Pix and its warm-up edit (editor_warm_up.py says why not later).
             self._capture_graphs()
-            if own_process:  # loads, warms up and edits there, while this process sets up and trains
-                builder = type(self).process_editor_builder
-                self.edit_process = EditProcess(
-                    config, editor_device, *self.warm_up_plan(), self.edit_settings(), builder=builder
-                )
+            if self.edit_process is not None:
+                self.edit_process.plan(*self.warm_up_plan(), self.edit_settings())
             elif builds_editor_ahead(editor_device):
                 warm_up_editor(self.editor, *self.warm_up_plan(), self.edit_settings(), editor_device)
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
         self.igs2gs = EditControls(config) if test_mode == "val" else None
         self.round_reporter = RoundReporter(config.gs_steps, status=self.igs2gs.show_status if self.igs2gs else None)
+
+    @classmethod
+    def _start_edit_process(cls, config: IGS2GSPipelineConfig, editor_device: str) -> EditProcess:
+        """The process that builds and runs the editor (edit_process.py); with ip2p_compile on CUDA, a second one
+        compiles it meanwhile."""
+        compile_ahead = config.ip2p_compile and torch.device(editor_device).type == "cuda"
+        return EditProcess(config, editor_device, compile_ahead=compile_ahead, builder=cls.process_editor_builder)
 
     @cached_property  # a cached property: the viewer reads every other public attribute and would build it
     def editor(self) -> ImageEditor:

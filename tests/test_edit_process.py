@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -67,6 +68,40 @@ def dying_editor(config, device):
     return DyingEditor()
 
 
+class SwitchingEditor(InvertEditor):
+    """Writes 1 into its second pixel once compiled (by `compile_switch`) and 0 before; a compiling editor
+    counts as compiled only after its warm-up."""
+
+    def __init__(self, compiled: bool) -> None:
+        super().__init__()
+        self.compiled = compiled
+        self.compiling = compiled
+
+    def stop_compiling(self) -> None:
+        self.compiling = False
+
+    def edit(self, renders, originals, settings, generator=None):
+        out = super().edit(renders, originals, settings, generator)
+        out[:, 1, 0, 0] = float(self.compiled and not self.compiling)
+        return out
+
+
+def slowly_compiled_editor(config, device):
+    if config.ip2p_compile:  # the compiling child
+        time.sleep(4.0)
+    return SwitchingEditor(compiled=config.ip2p_compile)
+
+
+def uncompilable_editor(config, device):
+    if config.ip2p_compile:
+        raise RuntimeError("inductor failed")
+    return SwitchingEditor(compiled=False)
+
+
+def compile_switch(editor, config):
+    editor.compiled = editor.compiling = config.ip2p_compile
+
+
 def _jobs(views):
     torch.manual_seed(0)
     return [
@@ -76,8 +111,9 @@ def _jobs(views):
 
 
 @contextlib.contextmanager
-def _process(builder):
-    process = EditProcess(CONFIG, "cpu", [(16, 24)], 2, SETTINGS, builder=builder)
+def _process(builder, config=CONFIG, **kwargs):
+    process = EditProcess(config, "cpu", builder=builder, **kwargs)
+    process.plan([(16, 24)], 2, SETTINGS)
     try:
         yield process
     finally:
@@ -146,3 +182,30 @@ def test_a_run_edits_every_view_in_the_edit_process(splatfacto_run, tmp_path, ra
         torch.testing.assert_close(cached[1:, 1:], expected[1:, 1:], atol=1e-6, rtol=0)
         assert cached[0, 0, 0] == 1.0  # the child's pid, clamped into the cache's [0, 1]
     assert not pipeline.edit_process.alive, "the edit process stops when training ends"
+
+
+def _compiled_flags(process, views) -> list:
+    return [image[0, 1, 0, 0].item() for image in process(_jobs(views))]
+
+
+def test_edits_run_uncompiled_until_the_compiling_child_is_done_then_compiled():
+    config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
+    with _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch) as process:
+        assert _compiled_flags(process, [0, 1]) == [0.0, 0.0], "the first edits do not wait for the compile"
+        deadline = time.monotonic() + 60
+        flags = []
+        while time.monotonic() < deadline and flags[-1:] != [1.0]:
+            flags += _compiled_flags(process, [2])
+        assert process.compiled and flags[-1] == 1.0, "the editing child switched once the compile was done"
+        assert _compiled_flags(process, [3, 4]) == [1.0, 1.0]
+        process._compiler.join(30)
+        assert process._compiler.exitcode == 0, "the compiling child exits once done"
+
+
+def test_a_failed_compile_leaves_the_edits_uncompiled():
+    config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
+    with _process(uncompilable_editor, config=config, compile_ahead=True, configurer=compile_switch) as process:
+        process._compiler.join(60)
+        assert not process.compiled
+        time.sleep(1.5)  # more than the child's poll
+        assert _compiled_flags(process, [0, 1]) == [0.0, 0.0]
