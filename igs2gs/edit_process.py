@@ -12,7 +12,8 @@ edits (a blocking queue read, which releases the GIL).
 - With `--pipeline.ip2p-compile`, a second child compiles the editor (filling the compile cache) while the first
   edits uncompiled; between two batches the first then compiles too, from the cache, and edits compiled from
   there on. So compiling never holds edits back: the first run of an image size (about 70 s of compiling on an
-  H200) edits uncompiled meanwhile, a later one finds the cache filled and switches within seconds.
+  H200) edits uncompiled meanwhile. A later run finds the compiling child's mark in the cache (compile_marks.py)
+  and compiles at once, from the cache, with no second child.
 - Jobs travel as CPU tensors through torch.multiprocessing queues (shared memory); edits come back the same
   way, one [1, 3, h, w] image or None (discarded by the child's edit guard) per job.
 - The child's errors come back with their traceback and are raised on the worker thread as the editor's
@@ -31,11 +32,13 @@ import queue
 import signal
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.multiprocessing as mp
 
+from igs2gs.compile_marks import compile_mark, leave_mark
 from igs2gs.edit_worker import EditJob
 from igs2gs.editor import EditSettings
 
@@ -108,14 +111,19 @@ class EditProcess:
 
     def plan(self, warm_up_sizes: Sequence[Tuple[int, int]], batch_size: int, settings: EditSettings) -> None:
         """The round's edit sizes and batch size, once the training images are known: the child warms a compiling
-        editor up with them before its first edit (editor_warm_up.py); with `compile_ahead`, the compiling child
-        starts here and compiles them."""
+        editor up with them before its first edit (editor_warm_up.py). With `compile_ahead`, the compiling child
+        starts here and compiles them, unless an earlier run left them in the compile cache: then the editing
+        child compiles at once, from the cache."""
         plan = (list(warm_up_sizes), batch_size, settings)
-        self._jobs.put(("plan", plan))
-        if self._compile_ahead and self._compiler is None:
+        mark = compile_mark(self._config, self._device, warm_up_sizes, batch_size) if self._compile_ahead else None
+        compile_now = mark is not None and mark.exists()  # an earlier run compiled this editor (compile_marks.py)
+        if compile_now:
+            self._compile_status.value = _COMPILED
+        self._jobs.put(("plan", (plan, compile_now)))
+        if self._compile_ahead and not compile_now and self._compiler is None:
             self._compiler = self._context.Process(
                 target=_compile_ahead,
-                args=(self._builder, self._config, self._device, plan, self._compile_status, os.getpid()),
+                args=(self._builder, self._config, self._device, plan, self._compile_status, os.getpid(), mark),
                 name="igs2gs-editor-compile",
                 daemon=True,
             )
@@ -230,8 +238,11 @@ def _serve(
             return
         try:
             if kind == "plan":
-                plan = message
+                plan, compile_now = message
                 _warm_up(editor, plan, device)
+                if compile_now:
+                    waiting_for_compile = False
+                    _switch_to_compiled(editor, config, configurer, plan, device)
                 continue
             batch = [_moved(job, device) for job in message]
             with torch.no_grad():
@@ -271,9 +282,11 @@ def _switch_to_compiled(editor: Any, config: Any, configurer: EditorConfigurer, 
     CONSOLE.log(f"igs2gs: InstructPix2Pix compiled, loaded in {time.perf_counter() - started:.1f} s; edits use it now")
 
 
-def _compile_ahead(builder: EditorBuilder, config: Any, device: str, plan: Any, status: Any, parent: int) -> None:
+def _compile_ahead(
+    builder: EditorBuilder, config: Any, device: str, plan: Any, status: Any, parent: int, mark: Optional[Path]
+) -> None:
     """The compiling child: build the compiled editor and compile it in its warm-up edits, which fills the compile
-    cache; then tell the editing child through `status` and exit."""
+    cache; then leave its mark (compile_marks.py), tell the editing child through `status` and exit."""
     from nerfstudio.utils.rich_utils import CONSOLE
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -287,6 +300,7 @@ def _compile_ahead(builder: EditorBuilder, config: Any, device: str, plan: Any, 
         CONSOLE.log(f"igs2gs: compiling InstructPix2Pix failed; edits stay uncompiled:\n{traceback.format_exc()}")
         status.value = _COMPILE_FAILED
         return
+    leave_mark(mark)
     if os.getppid() == parent:
         CONSOLE.log(f"igs2gs: InstructPix2Pix compiled in {time.perf_counter() - started:.1f} s")
     status.value = _COMPILED

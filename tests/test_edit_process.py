@@ -209,3 +209,28 @@ def test_a_failed_compile_leaves_the_edits_uncompiled():
         assert not process.compiled
         time.sleep(1.5)  # more than the child's poll
         assert _compiled_flags(process, [0, 1]) == [0.0, 0.0]
+
+
+def test_a_run_after_a_finished_compile_compiles_at_once_from_the_cache(tmp_path, monkeypatch):
+    import igs2gs.edit_process as edit_process_module
+
+    mark = tmp_path / "igs2gs-compiled" / "mark"
+    monkeypatch.setattr(edit_process_module, "compile_mark", lambda *args: mark)  # decided in this process
+    config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
+    with _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch) as first:
+        first._compiler.join(60)
+        assert first._compiler.exitcode == 0 and mark.exists(), "the compiling child leaves its mark"
+    with _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch) as second:
+        assert second._compiler is None and second.compiled, "no compiling child: the cache has it"
+        assert _compiled_flags(second, [0, 1]) == [1.0, 1.0], "compiled from the first edit on"
+
+
+def test_the_compile_mark_names_what_was_compiled(tmp_path, monkeypatch):
+    from igs2gs.compile_marks import compile_cache_folder, compile_mark
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    config = SimpleNamespace(ip2p_compile_cache=tmp_path, ip2p_model="a", edit_batch_size=8)
+    assert compile_cache_folder(config) == tmp_path
+    assert compile_mark(config, "cpu", [(512, 512)], 8) is None, "only GPU editors compile"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "env"))
+    assert compile_cache_folder(config) == tmp_path / "env"

@@ -184,3 +184,18 @@ def test_a_two_gpu_run_edits_in_a_process_of_its_own(splatfacto_run, tmp_path, r
         cached = datamanager.cached_train[idx]["image"][..., :3].cuda()
         torch.testing.assert_close(cached[1:, 1:], expected[1:, 1:], atol=1e-6, rtol=0)
     assert not pipeline.edit_process.alive
+
+
+def test_the_compile_mark_changes_with_what_is_compiled(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from igs2gs.compile_marks import compile_mark
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    config = SimpleNamespace(ip2p_compile_cache=tmp_path, ip2p_model="a", edit_batch_size=8)
+    one = compile_mark(config, "cuda:0", [(512, 512)], 8)
+    assert one is not None and one.parent == tmp_path / "igs2gs-compiled"
+    assert compile_mark(config, "cuda:0", [(512, 512)], 8) == one
+    assert compile_mark(config, "cuda:0", [(512, 512)], 4) != one
+    assert compile_mark(config, "cuda:0", [(384, 512)], 8) != one
+    assert compile_mark(SimpleNamespace(**{**vars(config), "ip2p_model": "b"}), "cuda:0", [(512, 512)], 8) != one
