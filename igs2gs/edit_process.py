@@ -9,11 +9,12 @@ edits (a blocking queue read, which releases the GIL).
 - The child starts when the pipeline starts to be built, and loads the editor while the training process caches
   its images, loads the checkpoint and starts the viewer: loading in another process cannot meet the training
   process's threads (see editor_warm_up.py for what loading and compiling change process-wide).
-- With `--pipeline.ip2p-compile`, a second child compiles the editor (filling the compile cache) while the first
-  edits uncompiled; between two batches the first then compiles too, from the cache, and edits compiled from
-  there on. So compiling never holds edits back: the first run of an image size (about 70 s of compiling on an
-  H200) edits uncompiled meanwhile. A later run finds the compiling child's mark in the cache (compile_marks.py)
-  and compiles at once, from the cache, with no second child.
+- With `--pipeline.ip2p-compile`, edits never wait for a compile, only for a load from the cache. A run whose
+  compiled editor the compile cache already holds (an earlier run left a mark there, compile_marks.py) loads it
+  before its first edit (9.5-12.4 s on an H200). Otherwise the run edits uncompiled while a second child compiles
+  the editor (about 70 s on an H200) for later runs. The editing child does not switch mid-run: on 2 x H200, a
+  switch that loaded the compiled editor during round 2 of the default bear edit held edits back 12.4 s, and
+  that run took 127 s against 107-115 s uncompiled (benchmarks/RESULTS.md).
 - Jobs travel as CPU tensors through torch.multiprocessing queues (shared memory); edits come back the same
   way, one [1, 3, h, w] image or None (discarded by the child's edit guard) per job.
 - The child's errors come back with their traceback and are raised on the worker thread as the editor's
@@ -99,7 +100,7 @@ class EditProcess:
         args = (self._builder, config, self._device, compile_ahead, configurer or _default_configurer())
         self._process = self._context.Process(
             target=_serve,
-            args=(*args, self._compile_status, self._jobs, self._results, os.getpid()),
+            args=(*args, self._jobs, self._results, os.getpid()),
             name="igs2gs-editor",
             daemon=True,
         )
@@ -131,7 +132,7 @@ class EditProcess:
 
     @property
     def compiled(self) -> bool:
-        """Whether the compiling child has filled the compile cache (the editing child then switches to it)."""
+        """Whether the compile cache holds this editor: found marked at `plan`, or filled by the compiling child."""
         return self._compile_status.value == _COMPILED
 
     @property
@@ -204,13 +205,12 @@ def _serve(
     device: str,
     compile_ahead: bool,
     configurer: EditorConfigurer,
-    compile_status: Any,
     jobs: Any,
     results: Any,
     parent: int,
 ) -> None:
-    """The editing child: build the editor, then edit each batch of jobs until told to stop; switch to the
-    compiled editor once the compiling child is done."""
+    """The editing child: build the editor, then edit each batch of jobs until told to stop; with a compile
+    mark in the plan, compile first (from the cache)."""
     from igs2gs.edit_guard import EditGuard
     from igs2gs.fast_edits import edit_job_batch
 
@@ -222,12 +222,8 @@ def _serve(
         results.put((False, _picklable(error), traceback.format_exc()))
         return
     results.put((True, "ready", ""))
-    guard, plan, waiting_for_compile = EditGuard(), None, compile_ahead
+    guard = EditGuard()
     while True:
-        if waiting_for_compile and plan is not None and compile_status.value != _COMPILING:
-            waiting_for_compile = False
-            if compile_status.value == _COMPILED:
-                _switch_to_compiled(editor, config, configurer, plan, device)
         try:
             kind, message = jobs.get(timeout=_POLL_S)
         except queue.Empty:
@@ -241,7 +237,6 @@ def _serve(
                 plan, compile_now = message
                 _warm_up(editor, plan, device)
                 if compile_now:
-                    waiting_for_compile = False
                     _switch_to_compiled(editor, config, configurer, plan, device)
                 continue
             batch = [_moved(job, device) for job in message]
@@ -266,7 +261,7 @@ def _warm_up(editor: Any, plan: Tuple[List[Tuple[int, int]], int, EditSettings],
 
 
 def _switch_to_compiled(editor: Any, config: Any, configurer: EditorConfigurer, plan: Any, device: str) -> None:
-    """Compile the editing child's editor from the cache the compiling child filled; stay uncompiled on failure."""
+    """Compile the editing child's editor from the cache an earlier run filled; stay uncompiled on failure."""
     from nerfstudio.utils.rich_utils import CONSOLE
 
     started = time.perf_counter()
@@ -275,29 +270,29 @@ def _switch_to_compiled(editor: Any, config: Any, configurer: EditorConfigurer, 
         _warm_up(editor, plan, device)
     except Exception:  # noqa: BLE001 (edits go on uncompiled)
         trace = traceback.format_exc()
-        CONSOLE.log(f"igs2gs: compiled InstructPix2Pix failed to load; edits stay uncompiled:\n{trace}")
+        CONSOLE.log(f"igs2gs: compiled InstructPix2Pix failed to load; edits run uncompiled:\n{trace}")
         getattr(editor, "disable_compile", lambda: None)()
         configurer(editor, uncompiled(config))
         return
-    CONSOLE.log(f"igs2gs: InstructPix2Pix compiled, loaded in {time.perf_counter() - started:.1f} s; edits use it now")
+    CONSOLE.log(f"igs2gs: compiled InstructPix2Pix loaded from the cache in {time.perf_counter() - started:.1f} s")
 
 
 def _compile_ahead(
     builder: EditorBuilder, config: Any, device: str, plan: Any, status: Any, parent: int, mark: Optional[Path]
 ) -> None:
     """The compiling child: build the compiled editor and compile it in its warm-up edits, which fills the compile
-    cache; then leave its mark (compile_marks.py), tell the editing child through `status` and exit."""
+    cache for later runs; then leave its mark (compile_marks.py), set `status` and exit."""
     from nerfstudio.utils.rich_utils import CONSOLE
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _use_device(device)
     started = time.perf_counter()
-    CONSOLE.log("igs2gs: compiling InstructPix2Pix in the background; edits run uncompiled until it is done")
+    CONSOLE.log("igs2gs: compiling InstructPix2Pix in the background for later runs; this one edits uncompiled")
     try:
         editor = builder(config, device)
         _warm_up(editor, plan, device)
     except Exception:  # noqa: BLE001 (edits go on uncompiled)
-        CONSOLE.log(f"igs2gs: compiling InstructPix2Pix failed; edits stay uncompiled:\n{traceback.format_exc()}")
+        CONSOLE.log(f"igs2gs: compiling InstructPix2Pix failed; later runs will try again:\n{traceback.format_exc()}")
         status.value = _COMPILE_FAILED
         return
     leave_mark(mark)

@@ -96,19 +96,23 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """Fused QKV projections and GroupNorm statistics that use the whole GPU in InstructPix2Pix (CUDA; the same
     arithmetic up to rounding); with ip2p_compile, channels-last convolutions instead of the GroupNorm change."""
     ip2p_compile: bool = False
-    """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only), in the editor's warm-up edit at start-up
-    (never later: editor_warm_up.py). On an H200: 141 instead of 209-239 ms per 512 px view alone, 0.148 instead of
-    0.244 s per view editing in the background on a second GPU; compiling an image size the first time took about
-    70 s, later runs load it from ip2p_compile_cache in about 4 s. A default two-GPU run was not faster (training
-    bounds it, see ip2p_process), so it stays off."""
+    """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only). On an H200: 141 instead of 209-239 ms per
+    512 px view alone, 0.15-0.16 instead of 0.24 s per view editing in the background on a second GPU. In the training
+    process it compiles in the editor's warm-up edit at start-up (never later: editor_warm_up.py): about 70 s the first
+    time an image size is met, then a load from ip2p_compile_cache. With ip2p_process, edits never wait for a compile:
+    a run the cache already serves compiles at once from it, otherwise it edits uncompiled while a second process
+    fills the cache for later runs (edit_process.py). No default run was faster with it (benchmarks/RESULTS.md: the
+    first run pays the compile, later ones the load), so it stays off."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
     """Folder of compiled kernels kept between runs (TORCHINDUCTOR_CACHE_DIR wins when set); None: torch's default."""
     ip2p_process: bool = False
     """With --pipeline.ip2p-device on another GPU: run InstructPix2Pix in a process of its own (igs2gs/edit_process.py)
-    instead of a thread of the training process, so the two stop taking turns at Python's GIL (on 2 x H200 training
-    steps averaged 8.8-9.0 ms in such runs against 5.0 ms for a plain step alone). Off until measured on GPUs."""
+    instead of a thread of the training process. It starts loading when the pipeline is built, and the two processes
+    no longer take turns at one Python interpreter. On 2 x H200 its default bear edits took 106.6-114.6 s (uncompiled,
+    with ip2p_compile filling the cache alongside) against 108.1 s on one GPU: the round's edits bound the run, so it
+    stays off."""
     ip2p_memory_savers: bool = False
     """The original code's InstructPix2Pix placement: model CPU offload and attention slicing. Saves about 2 GB of
     GPU memory; every edit then takes several times longer."""

@@ -188,18 +188,21 @@ def _compiled_flags(process, views) -> list:
     return [image[0, 1, 0, 0].item() for image in process(_jobs(views))]
 
 
-def test_edits_run_uncompiled_until_the_compiling_child_is_done_then_compiled():
+def test_a_first_run_edits_uncompiled_while_the_compiling_child_fills_the_cache(tmp_path, monkeypatch):
+    import igs2gs.edit_process as edit_process_module
+
+    mark = tmp_path / "igs2gs-compiled" / "mark"
+    monkeypatch.setattr(edit_process_module, "compile_mark", lambda *args: mark)  # decided in this process
     config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
     with _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch) as process:
         assert _compiled_flags(process, [0, 1]) == [0.0, 0.0], "the first edits do not wait for the compile"
-        deadline = time.monotonic() + 60
-        flags = []
-        while time.monotonic() < deadline and flags[-1:] != [1.0]:
-            flags += _compiled_flags(process, [2])
-        assert process.compiled and flags[-1] == 1.0, "the editing child switched once the compile was done"
-        assert _compiled_flags(process, [3, 4]) == [1.0, 1.0]
-        process._compiler.join(30)
-        assert process._compiler.exitcode == 0, "the compiling child exits once done"
+        process._compiler.join(60)
+        assert process._compiler.exitcode == 0 and process.compiled and mark.exists(), "it leaves its mark"
+        time.sleep(1.5)  # more than the child's poll
+        assert _compiled_flags(process, [2, 3]) == [0.0, 0.0], "no switch mid-run"
+    with _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch) as second:
+        assert second._compiler is None and second.compiled, "no compiling child: the cache has it"
+        assert _compiled_flags(second, [0, 1]) == [1.0, 1.0], "compiled from the first edit on"
 
 
 def test_a_failed_compile_leaves_the_edits_uncompiled():
@@ -209,20 +212,6 @@ def test_a_failed_compile_leaves_the_edits_uncompiled():
         assert not process.compiled
         time.sleep(1.5)  # more than the child's poll
         assert _compiled_flags(process, [0, 1]) == [0.0, 0.0]
-
-
-def test_a_run_after_a_finished_compile_compiles_at_once_from_the_cache(tmp_path, monkeypatch):
-    import igs2gs.edit_process as edit_process_module
-
-    mark = tmp_path / "igs2gs-compiled" / "mark"
-    monkeypatch.setattr(edit_process_module, "compile_mark", lambda *args: mark)  # decided in this process
-    config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
-    with _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch) as first:
-        first._compiler.join(60)
-        assert first._compiler.exitcode == 0 and mark.exists(), "the compiling child leaves its mark"
-    with _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch) as second:
-        assert second._compiler is None and second.compiled, "no compiling child: the cache has it"
-        assert _compiled_flags(second, [0, 1]) == [1.0, 1.0], "compiled from the first edit on"
 
 
 def test_the_compile_mark_names_what_was_compiled(tmp_path, monkeypatch):
