@@ -1,11 +1,11 @@
 """Marks in the compile cache that say a compiled InstructPix2Pix for this run is already there.
 
-With `--pipeline.ip2p-process` and `--pipeline.ip2p-compile` (edit_process.py), the editing process starts
-uncompiled while a second process compiles, then switches. When an earlier run compiled the same editor, the
+With `--pipeline.ip2p-process` and `--pipeline.ip2p-compile` (edit_process.py), a first run edits uncompiled
+while a second process compiles the editor for later runs. When an earlier run compiled the same editor, the
 cache holds it and loading it takes seconds, not the minute of a first compile: the editing process then
-compiles at once instead. The compiling process leaves a mark for what it compiled, inside the compile cache
-folder (so clearing the cache clears the marks): one empty file per torch version, GPU model and index, edit
-sizes and batch size, editor switches and source of the compiled code. A mark whose cache entries are gone
+compiles at once, before its first edit. The compiling process leaves a mark for what it compiled, inside the
+compile cache folder (so clearing the cache clears the marks): one empty file per torch version, GPU model and
+index, edit sizes and batch size, editor switches and source of the compiled code. A mark whose cache entries are gone
 costs one compile without edits meanwhile (about a minute on an H200), never a wrong edit.
 """
 

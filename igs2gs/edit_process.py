@@ -52,7 +52,7 @@ EditorBuilder = Callable[[Any, Any], Any]
 EditorConfigurer = Callable[[Any, Any], None]
 """Applies the pipeline config's editor switches to a built editor (`fast_edits.configure_editor`); module-level."""
 
-_COMPILING, _COMPILED, _COMPILE_FAILED = 0, 1, 2
+_COMPILING, _COMPILED = 0, 1
 
 
 class EditProcessError(RuntimeError):
@@ -124,7 +124,7 @@ class EditProcess:
         if self._compile_ahead and not compile_now and self._compiler is None:
             self._compiler = self._context.Process(
                 target=_compile_ahead,
-                args=(self._builder, self._config, self._device, plan, self._compile_status, os.getpid(), mark),
+                args=(self._builder, self._config, self._device, plan, self._compile_status, mark),
                 name="igs2gs-editor-compile",
                 daemon=True,
             )
@@ -278,7 +278,7 @@ def _switch_to_compiled(editor: Any, config: Any, configurer: EditorConfigurer, 
 
 
 def _compile_ahead(
-    builder: EditorBuilder, config: Any, device: str, plan: Any, status: Any, parent: int, mark: Optional[Path]
+    builder: EditorBuilder, config: Any, device: str, plan: Any, status: Any, mark: Optional[Path]
 ) -> None:
     """The compiling child: build the compiled editor and compile it in its warm-up edits, which fills the compile
     cache for later runs; then leave its mark (compile_marks.py), set `status` and exit."""
@@ -293,9 +293,7 @@ def _compile_ahead(
         _warm_up(editor, plan, device)
     except Exception:  # noqa: BLE001 (edits go on uncompiled)
         CONSOLE.log(f"igs2gs: compiling InstructPix2Pix failed; later runs will try again:\n{traceback.format_exc()}")
-        status.value = _COMPILE_FAILED
         return
     leave_mark(mark)
-    if os.getppid() == parent:
-        CONSOLE.log(f"igs2gs: InstructPix2Pix compiled in {time.perf_counter() - started:.1f} s")
+    CONSOLE.log(f"igs2gs: InstructPix2Pix compiled in {time.perf_counter() - started:.1f} s")
     status.value = _COMPILED
