@@ -14,8 +14,6 @@
      steps) and the default run is extrapolated: start-up + model load + 261 edit steps + 7,239 plain steps.
    - `ours-2gpu`: ours with InstructPix2Pix on a second GPU (`ip2p_device cuda:1`): rounds edit in the
      background while training goes on; the whole run is timed as for `ours`.
-   - `ours-unthrottled`, `ours-2gpu-unthrottled`: ours and ours-2gpu with `ip2p_launch_ahead 0`: the editor
-     queues its GPU work without bound (igs2gs/launch_throttle.py).
    - `ours-2gpu-process`, `ours-2gpu-process-compile`: ours-2gpu (and compiled) with `ip2p_process True`: the
      editor in a process of its own (igs2gs/edit_process.py).
    - `ours-compile`, `ours-2gpu-compile`: ours and ours-2gpu with `ip2p_compile True`; `NAME-again` runs NAME's
@@ -69,8 +67,6 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
     "ours-sync": {"overlap_edits": False},  # training waits for each edit batch
     "ours-priority": {"training_stream_priority": True},  # background edits, training on a high-priority stream
     "ours-2gpu": {"ip2p_device": "cuda:1"},  # InstructPix2Pix on the second GPU (issue 6)
-    "ours-unthrottled": {"ip2p_launch_ahead": 0},  # the editor queues work without bound (launch_throttle.py)
-    "ours-2gpu-unthrottled": {"ip2p_device": "cuda:1", "ip2p_launch_ahead": 0},
     "ours-compile": {"ip2p_compile": True},  # compiled InstructPix2Pix (compiled while the trainer starts up)
     "ours-2gpu-compile": {"ip2p_device": "cuda:1", "ip2p_compile": True},
     "ours-2gpu-process": {"ip2p_device": "cuda:1", "ip2p_process": True},  # the editor in a process of its own

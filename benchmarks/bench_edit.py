@@ -158,7 +158,6 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
         editor.enable_fast_kernels(channels_last=variant.compile, group_norm=not variant.compile)
     if variant.views > 1:
         editor.enable_vae_slicing()
-    editor.throttle_launches(0 if variant.memory_savers else 2)  # the pipeline's ip2p_launch_ahead default
     editor._attention_backends = None
     if variant.attention:
         editor.enable_attention_backends(variant.attention)

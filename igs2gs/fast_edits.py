@@ -165,7 +165,6 @@ def configure_editor(editor: Any, config: Any) -> None:
         editor.enable_attention_slicing()
         editor.enable_model_cpu_offload()
         return
-    editor.throttle_launches(config.ip2p_launch_ahead)
     if config.edit_batch_size > 1:
         editor.enable_vae_slicing()  # one image per VAE call: the same result, a fraction of the memory
     if editor.device.type != "cuda":

@@ -113,11 +113,6 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     no longer take turns at one Python interpreter. On 2 x H200 its default bear edits took 106.6-114.6 s (uncompiled,
     with ip2p_compile filling the cache alongside) against 108.1 s on one GPU: the round's edits bound the run, so it
     stays off."""
-    ip2p_launch_ahead: int = 2
-    """Denoising steps or VAE chunks InstructPix2Pix may queue on its GPU ahead of the work running there (CUDA;
-    0: no bound). An editor that runs beside the training thread and fills its launch queue waits inside kernel
-    launches holding Python's GIL, which slows the training steps (igs2gs/launch_throttle.py); two keep its GPU
-    busy."""
     ip2p_memory_savers: bool = False
     """The original code's InstructPix2Pix placement: model CPU offload and attention slicing. Saves about 2 GB of
     GPU memory; every edit then takes several times longer."""

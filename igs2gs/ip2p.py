@@ -26,7 +26,6 @@ from igs2gs import ip2p_speed
 from igs2gs.ddim import add_noise, check_scheduler, combine_guidance, ddim_schedule, ddim_step, spread_schedule
 from igs2gs.editor import EditSettings
 from igs2gs.fast_group_norm import use_fast_group_norm, use_torch_group_norm
-from igs2gs.launch_throttle import LaunchThrottle
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -161,7 +160,6 @@ class InstructPix2PixEditor:
         self._qkv_fused = False
         self._attention_backends: Optional[list[Any]] = None
         self._offload_hooks: list[Any] = []
-        self._throttle = LaunchThrottle(0)
         self.pad_views_to = 0
         """Pad every batch to at least this many views (repeats of the last, dropped after denoising), so a
         compiled step sees one batch size and is not recompiled for a shorter last batch. 0: no padding."""
@@ -255,11 +253,6 @@ class InstructPix2PixEditor:
         if vae:
             self._encode = ip2p_speed.compile_step(self._vae_encode, cuda_graphs=False)
             self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
-
-    def throttle_launches(self, ahead: int) -> None:
-        """Queue at most `ahead` denoising steps or VAE chunks ahead of the GPU (0: no bound), so an editor running
-        beside the training thread does not wait in kernel launches holding the GIL (see launch_throttle.py)."""
-        self._throttle = LaunchThrottle(ahead)
 
     def _compiled_pieces(self) -> list[ip2p_speed.CompiledThenRunOnly]:
         return [p for p in (self._step, self._encode, self._decode) if isinstance(p, ip2p_speed.CompiledThenRunOnly)]
@@ -453,16 +446,13 @@ class InstructPix2PixEditor:
             mean, std = self._encode(chunk.contiguous(memory_format=self._memory_format))
             means.append(mean.float())
             stds.append(std.float())
-            self._throttle.mark(self.device)
         return torch.cat(means), torch.cat(stds)
 
     def decode_latents(self, latents: Tensor) -> Tensor:  # [B, C, h, w] scaled latents -> [B, 3, H, W] in [0, 1]
         """Decode (in chunks, see `enable_vae_slicing`) and map to [0, 1], float32."""
         latents = (latents / self.vae.config.scaling_factor).to(self.dtype)
-        decoded = []
-        for chunk in latents.split(self._vae_chunks(latents.shape[0])):
-            decoded.append(self._decode(chunk.contiguous(memory_format=self._memory_format)).float())
-            self._throttle.mark(self.device)
+        decoded = [self._decode(chunk.contiguous(memory_format=self._memory_format)).float() for chunk in
+                   latents.split(self._vae_chunks(latents.shape[0]))]  # fmt: skip
         return (torch.cat(decoded) / 2 + 0.5).clamp(0, 1)
 
     def condition_latents(self, originals: Tensor, view_ids: Optional[Sequence[Hashable]] = None) -> Tensor:
@@ -550,7 +540,6 @@ class InstructPix2PixEditor:
         with self._attention_context():
             for k in range(steps):
                 latents = self._step(latents, condition, text, timesteps[k], guidance, factors[k], schedule.clip_sample)
-                self._throttle.mark(self.device)
 
         # 6. Decode the real views and map to [0, 1]
         return self.decode_latents(latents[:batch]).to(renders.device)

@@ -65,11 +65,6 @@ def check_pipeline_options(config: IGS2GSPipelineConfig) -> None:
         raise IGS2GSConfigError(
             f"--pipeline.edit-max-side must be 0 (edit at full size) or an integer >= 8, got {side!r} (default 512)"
         )
-    ahead = config.ip2p_launch_ahead
-    if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
-        raise IGS2GSConfigError(
-            f"--pipeline.ip2p-launch-ahead must be an integer >= 0 (0: no bound), got {ahead!r} (default 2)"
-        )
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
         raise IGS2GSConfigError(f"--pipeline.seed must be an integer >= 0, got {config.seed!r}")
     if not isinstance(config.prompt, str):
