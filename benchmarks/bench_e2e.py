@@ -26,11 +26,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 STARTED = time.perf_counter()
 
@@ -82,7 +83,8 @@ def child(args: argparse.Namespace) -> None:
     name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
     options = name.removesuffix("-again")
     if options in OURS_RUNS:
-        trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[options])
+        with startup_profile(name if name in args.profile_startup.split(",") else None):
+            trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[options])
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
         train_s = timed_train(trainer, args.ours_steps)
         if name == "ours" and args.profile_steps:
@@ -110,6 +112,31 @@ def child(args: argparse.Namespace) -> None:
         extra.update(setup_s_note)
     write_child_record(name, child_result(name, trainer, timings, STARTED, train_s, **extra))
     del torch
+
+
+@contextlib.contextmanager
+def startup_profile(name: Optional[str]) -> Iterator[None]:
+    """cProfile over the trainer's set-up (imports included) of run `name` (None: not profiled), written to
+    /tmp/igs2gs-bench/startup_NAME.txt: where the time before the first training step goes."""
+    if name is None:
+        yield
+        return
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        stream = io.StringIO()
+        stream.write(f"set-up of {name}: {time.perf_counter() - started:.1f} s under cProfile\n")
+        pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(90)
+        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(30)
+        Path(f"/tmp/igs2gs-bench/startup_{name}.txt").write_text(stream.getvalue())
 
 
 def profile_plain_steps(trainer: Any, steps: int) -> None:
@@ -178,6 +205,7 @@ def main() -> None:
     parser.add_argument("--original-edits", type=int, default=10)
     parser.add_argument("--original-plain", type=int, default=300)
     parser.add_argument("--profile-steps", type=int, default=30, help="profile plain steps after ours (0: no)")
+    parser.add_argument("--profile-startup", default="", help="runs whose set-up runs under cProfile (comma list)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -190,7 +218,7 @@ def main() -> None:
         )
     passthrough = ["--data", str(args.data), "--ip2p-model", args.ip2p_model, "--load-dir", str(args.load_dir)]
     passthrough += ["--original-edits", str(args.original_edits), "--original-plain", str(args.original_plain)]
-    passthrough += ["--profile-steps", str(args.profile_steps)]
+    passthrough += ["--profile-steps", str(args.profile_steps), "--profile-startup", args.profile_startup]
     if args.ours_steps:
         passthrough += ["--ours-steps", str(args.ours_steps)]
     record["runs"] = run_children(Path(__file__), args.runs.split(","), passthrough, args.out)

@@ -7,6 +7,7 @@
 #   editprofile benchmarks/profile_edit.py (the kernels of each piece of an eager 8-view edit)
 #   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
 #   profile     benchmarks/profile_train_step.py on that checkpoint
+#   aot         benchmarks/probe_aot_step.py (the denoising step as an AOTInductor package: build and load times)
 #   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS)
 #   consistency benchmarks/bench_consistency.py (CONS_ARGS)
 #   big         bench_e2e.py's ours-1024 run (bear upscaled to 1024 px): peak memory
@@ -59,9 +60,14 @@ if has profile; then
     --steps "${PROFILE_STEPS:-150}" 2>&1 | grep -v Warning | tail -40 | tee -a "$OUT/run.log"
   echo "== profile stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
-if has e2e || has big; then
+if has e2e || has big || has aot; then
   [ -d /tmp/ip2p-arch ] || python3 benchmarks/make_random_ip2p.py /tmp/ip2p-arch --arch .gpu/models/ip2p-sd15-arch \
     --device cuda --dtype float16 2>&1 | tail -1 | tee -a "$OUT/run.log"
+fi
+if has aot; then
+  timeout ${AOT_TIMEOUT:-240} python3 benchmarks/probe_aot_step.py --ip2p-model /tmp/ip2p-arch --out "$OUT/probe_aot_step.json" \
+    2>&1 | grep -v Warning | tail -12 | tee -a "$OUT/run.log"
+  echo "== aot stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has e2e; then
   timeout ${E2E_TIMEOUT:-560} python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
@@ -69,7 +75,7 @@ if has e2e; then
     | tail -30 | tee -a "$OUT/run.log"  # e2e_stdout.txt has each run's record as it finishes, also if the stage is cut
   cp /tmp/igs2gs-bench/out/bench_e2e.json "$OUT/" 2>/dev/null
   mkdir -p "$OUT/records" && cp /tmp/igs2gs-bench/*.json "$OUT/records/" 2>/dev/null  # each finished run's record
-  cp /tmp/igs2gs-bench/profile.txt "$OUT/" 2>/dev/null
+  cp /tmp/igs2gs-bench/profile.txt /tmp/igs2gs-bench/startup_*.txt "$OUT/" 2>/dev/null
   RUNS=${E2E_RUNS:-ours,original}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
