@@ -77,6 +77,8 @@ if has e2e; then
   mkdir -p "$OUT/records" && cp /tmp/igs2gs-bench/*.json "$OUT/records/" 2>/dev/null  # each finished run's record
   cp /tmp/igs2gs-bench/profile.txt /tmp/igs2gs-bench/startup_*.txt "$OUT/" 2>/dev/null
   RUNS=${E2E_RUNS:-ours,original}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
+  for r in ${RUNS//,/ }; do echo "== $r" >>"$OUT/e2e_heads.txt"; grep -v "^[0-9]\{5\} \|^---\|Step (" /tmp/igs2gs-bench/out/$r.log 2>/dev/null \
+    | head -c 5000 >>"$OUT/e2e_heads.txt"; done  # the start-up's log lines, with their times
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has consistency; then
