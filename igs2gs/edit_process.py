@@ -15,6 +15,10 @@ edits (a blocking queue read, which releases the GIL).
   the editor (about 70 s on an H200) for later runs. The editing child does not switch mid-run: on 2 x H200, a
   switch that loaded the compiled editor during round 2 of the default bear edit held edits back 12.4 s, and
   that run took 127 s against 107-115 s uncompiled (benchmarks/RESULTS.md).
+- The children start light: they get the editor's options (editor_options.py), not the pipeline config, and do
+  not re-run the training process's main module, which multiprocessing's spawn does by default (for `ns-train`
+  that imports every nerfstudio method). On a 2-core CPU a child was ready 1.0 s after its start instead of 4.9 s
+  under an `ns-train`-like main (stand-in editor; InstructPix2Pix's own imports and loading come after).
 - Jobs travel as CPU tensors through torch.multiprocessing queues (shared memory); edits come back the same
   way, one [1, 3, h, w] image or None (discarded by the child's edit guard) per job.
 - The child's errors come back with their traceback and are raised on the worker thread as the editor's
@@ -27,14 +31,16 @@ edits (a blocking queue read, which releases the GIL).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import os
 import queue
 import signal
+import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.multiprocessing as mp
@@ -104,7 +110,8 @@ class EditProcess:
             name="igs2gs-editor",
             daemon=True,
         )
-        self._process.start()
+        with _parent_main_hidden(self._builder, configurer):
+            self._process.start()
         self._compiler: Optional[Any] = None
         self._ready = False
         self._closed = False
@@ -128,7 +135,8 @@ class EditProcess:
                 name="igs2gs-editor-compile",
                 daemon=True,
             )
-            self._compiler.start()
+            with _parent_main_hidden(self._builder):
+                self._compiler.start()
 
     @property
     def compiled(self) -> bool:
@@ -180,6 +188,25 @@ class EditProcess:
         if self._compiler is not None and self._compiler.is_alive():  # a short run: its compile is not needed now
             self._compiler.terminate()
             self._compiler.join(timeout)
+
+
+@contextlib.contextmanager
+def _parent_main_hidden(*functions: Optional[Callable[..., Any]]) -> Iterator[None]:
+    """While a child is spawned: hide the main module's file and spec, so that the child does not run the parent's
+    main script (multiprocessing's spawn re-runs it as `__mp_main__` to find functions defined there). Kept when one
+    of `functions` (the child's builder and configurer) lives in the main module: the child needs it then."""
+    main = sys.modules.get("__main__")
+    if main is None or any(getattr(fn, "__module__", None) == "__main__" for fn in functions):
+        yield
+        return
+    hidden = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    if "__spec__" in hidden:
+        main.__spec__ = None  # spawn reads main.__spec__.name first: a module run with -m is re-imported by name
+    try:
+        yield
+    finally:
+        main.__dict__.update(hidden)
 
 
 def _moved(job: EditJob, device: Any) -> EditJob:

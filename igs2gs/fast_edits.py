@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 import torch
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from igs2gs.edit_sizes import edit_resolution, resize
+
 if TYPE_CHECKING:
     from igs2gs.igs2gs_pipeline import IGS2GSPipeline
 
@@ -113,8 +115,6 @@ class BatchedEdits:
 
 def _to_edit(image: torch.Tensor, edit_size: Tuple[int, int]) -> torch.Tensor:  # [H, W, 3] -> [1, 3, h, w]
     """An image as the editor takes it, resized to the edit size."""
-    from igs2gs.igs2gs_pipeline import resize
-
     return resize(image.permute(2, 0, 1)[None].float(), edit_size)
 
 
@@ -139,8 +139,6 @@ def edit_job_batch(
     """The guarded edit (`EditGuard.run`) of background edit jobs (`EditJob`), those of one image size in one editor
     call: one [1, 3, h, w] image per job, or None for each job of a batch the guard discarded. `editor()` gives the
     editor inside the guard, so an editor that fails to load stops the run with the guard's message."""
-    from igs2gs.igs2gs_pipeline import edit_resolution, resize
-
     size = tuple(jobs[0].render.shape[-2:])
     if any(tuple(job.render.shape[-2:]) != size for job in jobs):
         return [image for job in jobs for image in edit_job_batch(editor, guard, [job], edit_max_side)]

@@ -11,7 +11,6 @@ from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple,
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -22,9 +21,11 @@ from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_process import EditProcess
 from igs2gs.edit_schedule import EditRound, starts_round
+from igs2gs.edit_sizes import edit_resolution, resize
 from igs2gs.edit_streams import prioritise_training
 from igs2gs.edit_worker import EditJob, EditResult
 from igs2gs.editor import EditSettings, ImageEditor
+from igs2gs.editor_options import editor_options
 from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_editor
 from igs2gs.fast_edits import BatchedEdits, build_ip2p_editor, edit_job_batch, first_edit_side
 from igs2gs.igs2gs import IGS2GSModelConfig
@@ -174,7 +175,8 @@ class IGS2GSPipeline(VanillaPipeline):
         """The process that builds and runs the editor (edit_process.py); with ip2p_compile on CUDA, a second one
         compiles it meanwhile."""
         compile_ahead = config.ip2p_compile and torch.device(editor_device).type == "cuda"
-        return EditProcess(config, editor_device, compile_ahead=compile_ahead, builder=cls.process_editor_builder)
+        options = editor_options(config)  # not the config: unpickling that would import nerfstudio in the child
+        return EditProcess(options, editor_device, compile_ahead=compile_ahead, builder=cls.process_editor_builder)
 
     @cached_property  # a cached property: the viewer reads every other public attribute and would build it
     def editor(self) -> ImageEditor:
@@ -379,20 +381,6 @@ class IGS2GSPipeline(VanillaPipeline):
     def _store_edit(self, idx: int, edited: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """Resize an edit [1, 3, h, w] back to the view's `size` and write it into the cache; the cached image."""
         return self.datamanager.write_edit(idx, resize(edited, size).clamp(0, 1)[0].permute(1, 2, 0))
-
-
-def edit_resolution(height: int, width: int, max_side: int = 512) -> Tuple[int, int]:
-    """The size a view is edited at: longer side at most `max_side` (0: no limit), both sides multiples of 8."""
-    scale = min(1.0, max_side / max(height, width)) if max_side > 0 else 1.0
-    fit = tuple(max(8, int(side * scale) // 8 * 8) for side in (height, width))
-    return fit[0], fit[1]
-
-
-def resize(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of [B, C, H, W] images to `size` (antialiased when shrinking); a no-op at that size."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def edit_seed(seed: int, step: int) -> int:

@@ -21,8 +21,9 @@ import torch
 import tyro
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from igs2gs.edit_sizes import edit_resolution, resize
 from igs2gs.editor import EditSettings, ImageEditor
-from igs2gs.igs2gs_pipeline import edit_resolution, edit_seed, resize
+from igs2gs.igs2gs_pipeline import edit_seed
 from igs2gs.labelled_grid import labelled_grid
 
 

@@ -222,3 +222,75 @@ def test_the_compile_mark_names_what_was_compiled(tmp_path, monkeypatch):
     assert compile_mark(config, "cpu", [(512, 512)], 8) is None, "only GPU editors compile"
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "env"))
     assert compile_cache_folder(config) == tmp_path / "env"
+
+
+CHILD_UNDER_A_HEAVY_MAIN = """
+import nerfstudio.pipelines.base_pipeline  # as ns-train's script imports all of nerfstudio before it trains
+
+if __name__ == "__main__":
+    import torch
+    from igs2gs.edit_process import EditProcess
+    from igs2gs.edit_worker import EditJob
+    from igs2gs.editor import EditSettings
+    from igs2gs.igs2gs_pipeline import IGS2GSPipeline, IGS2GSPipelineConfig
+    from tests.light_editors import light_child_editor
+
+    IGS2GSPipeline.process_editor_builder = light_child_editor
+    process = IGS2GSPipeline._start_edit_process(IGS2GSPipelineConfig(), "cpu")
+    original = torch.rand(1, 3, 8, 8)
+    job = EditJob(0, torch.rand(1, 3, 8, 8), original, EditSettings(prompt="p"), seed=0, ready=None)
+    (image,) = process([job])
+    torch.testing.assert_close(image, 1 - original)
+    process.close()
+    print("child was light")
+"""
+
+
+def test_the_child_starts_without_the_parents_main_script_or_pipeline_config(tmp_path):
+    """The pipeline's edit process gets the editor's options and does not re-run the training script: the child
+    imports neither that script (as __mp_main__) nor nerfstudio's pipeline (the stand-in builder raises if so)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "heavy_main.py"
+    script.write_text(CHILD_UNDER_A_HEAVY_MAIN)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and "child was light" in out.stdout, out.stderr[-3000:]
+
+
+def test_a_main_module_is_hidden_only_while_a_child_spawns_and_kept_for_its_own_functions():
+    import sys
+
+    from igs2gs.edit_process import _parent_main_hidden
+
+    main = sys.modules["__main__"]
+    before = (main.__dict__.get("__file__"), main.__dict__.get("__spec__"))
+    with _parent_main_hidden(pid_editor, None):
+        assert "__file__" not in main.__dict__ and getattr(main, "__spec__", None) is None
+    assert (main.__dict__.get("__file__"), main.__dict__.get("__spec__")) == before
+
+    def in_main(config, device):
+        return None
+
+    in_main.__module__ = "__main__"
+    with _parent_main_hidden(pid_editor, in_main):
+        assert (main.__dict__.get("__file__"), main.__dict__.get("__spec__")) == before
+
+
+def test_the_editor_options_hold_what_the_child_and_the_compile_mark_read(tmp_path, monkeypatch):
+    from dataclasses import fields
+
+    import igs2gs.compile_marks as marks
+    from igs2gs.editor_options import EditorOptions, editor_options
+
+    config = pipeline_module.IGS2GSPipelineConfig(ip2p_compile=True, edit_max_side=256, ip2p_compile_cache=tmp_path)
+    options = editor_options(config)
+    names = {option.name for option in fields(EditorOptions)}
+    assert set(marks._EDITOR_SWITCHES) <= names
+    assert all(getattr(options, name) == getattr(config, name) for name in names)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    where = ("cuda:1", [(512, 512)], 8)
+    assert marks.compile_mark(options, *where) == marks.compile_mark(config, *where)
