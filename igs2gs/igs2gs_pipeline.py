@@ -112,8 +112,9 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """With --pipeline.ip2p-device on another GPU: run InstructPix2Pix in a process of its own (igs2gs/edit_process.py)
     instead of a thread of the training process. It starts loading when the pipeline is built, and the two processes
     no longer take turns at one Python interpreter. On 2 x H200 its default bear edits took 106.6-114.6 s (uncompiled,
-    with ip2p_compile filling the cache alongside) against 108.1 s on one GPU: the round's edits bound the run, so it
-    stays off."""
+    with ip2p_compile filling the cache alongside) against 108.1 s on one GPU; in a later call, side by side, 113.2 s
+    against 122.3 s with the thread and 122.6 s on one GPU, training waiting 13.2 s for the child's first round. The
+    child now starts lighter (editor_options.py), not yet measured on GPUs; it stays off until it is."""
     ip2p_memory_savers: bool = False
     """The original code's InstructPix2Pix placement: model CPU offload and attention slicing. Saves about 2 GB of
     GPU memory; every edit then takes several times longer."""
