@@ -83,7 +83,7 @@ def child(args: argparse.Namespace) -> None:
     name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
     options = name.removesuffix("-again")
     if options in OURS_RUNS:
-        with startup_profile(name if name in args.profile_startup.split(",") else None):
+        with startup_profile(name if name in args.profile_startup.split(",") else None, args.profile_dir):
             trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[options])
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
         train_s = timed_train(trainer, args.ours_steps)
@@ -115,9 +115,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def startup_profile(name: Optional[str]) -> Iterator[None]:
+def startup_profile(name: Optional[str], folder: Path) -> Iterator[None]:
     """cProfile over the trainer's set-up (imports included) of run `name` (None: not profiled), written to
-    /tmp/igs2gs-bench/startup_NAME.txt: where the time before the first training step goes."""
+    `folder`/startup_NAME.txt as soon as the set-up ends: where the time before the first training step goes."""
     if name is None:
         yield
         return
@@ -136,7 +136,8 @@ def startup_profile(name: Optional[str]) -> Iterator[None]:
         stream.write(f"set-up of {name}: {time.perf_counter() - started:.1f} s under cProfile\n")
         pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(90)
         pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(30)
-        Path(f"/tmp/igs2gs-bench/startup_{name}.txt").write_text(stream.getvalue())
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"startup_{name}.txt").write_text(stream.getvalue())
 
 
 def profile_plain_steps(trainer: Any, steps: int) -> None:
@@ -206,6 +207,7 @@ def main() -> None:
     parser.add_argument("--original-plain", type=int, default=300)
     parser.add_argument("--profile-steps", type=int, default=30, help="profile plain steps after ours (0: no)")
     parser.add_argument("--profile-startup", default="", help="runs whose set-up runs under cProfile (comma list)")
+    parser.add_argument("--profile-dir", type=Path, default=Path("/tmp/igs2gs-bench"), help="where those go")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -219,6 +221,7 @@ def main() -> None:
     passthrough = ["--data", str(args.data), "--ip2p-model", args.ip2p_model, "--load-dir", str(args.load_dir)]
     passthrough += ["--original-edits", str(args.original_edits), "--original-plain", str(args.original_plain)]
     passthrough += ["--profile-steps", str(args.profile_steps), "--profile-startup", args.profile_startup]
+    passthrough += ["--profile-dir", str(args.profile_dir)]
     if args.ours_steps:
         passthrough += ["--ours-steps", str(args.ours_steps)]
     record["runs"] = run_children(Path(__file__), args.runs.split(","), passthrough, args.out)

@@ -100,15 +100,20 @@ def main() -> None:
     package = torch._inductor.aoti_compile_and_package(exported, package_path=str(args.work / "step.pt2"))
     save(package_build_s=time.perf_counter() - t0, package_mib=Path(package).stat().st_size / 2**20)
     torch.save(inputs, args.work / "inputs.pt")
-    loads = []
+    loads: list[Any] = []
     for _ in range(2):  # the second load finds the package in the page cache, as a later run would
         out = subprocess.run(
             [sys.executable, "-c", LOAD_IN_FRESH_PROCESS, package, str(args.work / "inputs.pt")],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True,
         )  # fmt: skip
+        if out.returncode != 0:  # H200, torch 2.11: a SIGSEGV here; the in-process load below still runs
+            loads.append({"exit_code": out.returncode, "stderr_tail": out.stderr[-1500:]})
+            continue
         loads.append(dict(zip(("import_torch_s", "load_s", "first_step_s"), map(float, out.stdout.split()[-3:]))))
     save(fresh_process_loads=loads)
+    t0 = time.perf_counter()
     loaded = torch._inductor.aoti_load_package(package)
+    save(in_process_load_s=time.perf_counter() - t0)
 
     def step(*values: torch.Tensor) -> torch.Tensor:
         out = loaded(*values)
