@@ -54,9 +54,10 @@ _POLL_S = 1.0
 """How often a waiting side checks that the other process is still there."""
 
 EditorBuilder = Callable[[Any, Any], Any]
-"""Builds the editor from the pipeline config and a device; a module-level function (it is pickled by name)."""
+"""Builds the editor from the editor's options (`EditorOptions`, or a pipeline config) and a device; a module-level
+function (it is pickled by name)."""
 EditorConfigurer = Callable[[Any, Any], None]
-"""Applies the pipeline config's editor switches to a built editor (`fast_edits.configure_editor`); module-level."""
+"""Applies the options' editor switches to a built editor (`fast_edits.configure_editor`); module-level."""
 
 _COMPILING, _COMPILED = 0, 1
 
@@ -78,7 +79,7 @@ def _default_configurer() -> EditorConfigurer:
 
 
 def uncompiled(config: Any) -> Any:
-    """A copy of the pipeline config with `ip2p_compile` off."""
+    """A copy of the editor's options (or pipeline config) with `ip2p_compile` off."""
     config = copy.copy(config)
     config.ip2p_compile = False
     return config

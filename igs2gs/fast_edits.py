@@ -119,7 +119,8 @@ def _to_edit(image: torch.Tensor, edit_size: Tuple[int, int]) -> torch.Tensor:  
 
 
 def build_ip2p_editor(config: Any, device: Any) -> Any:
-    """Load InstructPix2Pix as the pipeline config (`IGS2GSPipelineConfig`) asks, on `device`, with its switches."""
+    """Load InstructPix2Pix as the pipeline config (`IGS2GSPipelineConfig`, or its `EditorOptions`) asks, on `device`,
+    with its switches."""
     from igs2gs.ip2p import load_ip2p_editor
 
     CONSOLE.log(f"igs2gs: loading InstructPix2Pix ({config.ip2p_model}) on {device}")
