@@ -32,7 +32,7 @@ LOAD_IN_FRESH_PROCESS = """
 import sys, time
 t0 = time.perf_counter()
 import torch, torch._inductor
-torch.zeros(1, device="cuda")  # a CUDA context before the load (without one, H200 / torch 2.11: SIGSEGV, cause unknown)
+torch.zeros(1, device="cuda")  # a CUDA context first: a load without one crashed (H200, torch 2.11); cause not known
 t1 = time.perf_counter()
 step = torch._inductor.aoti_load_package(sys.argv[1])
 t2 = time.perf_counter()
