@@ -122,8 +122,6 @@ def startup_profile(name: Optional[str], folder: Path) -> Iterator[None]:
         yield
         return
     import cProfile
-    import io
-    import pstats
 
     profiler = cProfile.Profile()
     started = time.perf_counter()
@@ -132,19 +130,26 @@ def startup_profile(name: Optional[str], folder: Path) -> Iterator[None]:
         yield
     finally:
         profiler.disable()
-        stream = io.StringIO()
-        stream.write(f"set-up of {name}: {time.perf_counter() - started:.1f} s under cProfile\n")
-        pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(90)
-        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(30)
+        title = f"set-up of {name}: {time.perf_counter() - started:.1f} s under cProfile"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"startup_{name}.txt").write_text(stream.getvalue())
+        (folder / f"startup_{name}.txt").write_text(cprofile_text(profiler, title, cumulative_rows=90, tottime_rows=30))
+
+
+def cprofile_text(profiler: Any, title: str, cumulative_rows: int, tottime_rows: int) -> str:
+    """`title`, then a cProfile's functions by cumulative time and by own time."""
+    import io
+    import pstats
+
+    stream = io.StringIO()
+    stream.write(f"{title}\n")
+    pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(cumulative_rows)
+    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(tottime_rows)
+    return stream.getvalue()
 
 
 def profile_plain_steps(trainer: Any, steps: int) -> None:
     """After the run: torch.profiler over `steps` plain steps, and cProfile over 3x as many (text files)."""
     import cProfile
-    import io
-    import pstats
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -165,11 +170,9 @@ def profile_plain_steps(trainer: Any, steps: int) -> None:
     profiler.enable()
     seconds = timed_train(trainer, 3 * steps)
     profiler.disable()
-    stream = io.StringIO()
-    stream.write(f"\n{3 * steps} plain steps under cProfile: {1000 * seconds / (3 * steps):.2f} ms/step\n")
-    pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(40)
-    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(25)
-    Path("/tmp/igs2gs-bench/profile.txt").write_text(text + stream.getvalue())
+    title = f"\n{3 * steps} plain steps under cProfile: {1000 * seconds / (3 * steps):.2f} ms/step"
+    text += cprofile_text(profiler, title, cumulative_rows=40, tottime_rows=25)
+    Path("/tmp/igs2gs-bench/profile.txt").write_text(text)
 
 
 def extrapolate(record: dict, steps: int = DEFAULT_STEPS, rounds: int = ROUNDS) -> Optional[dict]:

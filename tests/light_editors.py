@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 
-class ChildModules:
+class LightInvertEditor:
     """Inverts the originals; built only in a child that imported neither the parent's main script nor nerfstudio's
     pipeline, and that received the editor's options rather than the pipeline config."""
 
@@ -20,4 +20,4 @@ def light_child_editor(config, device):  # noqa: ANN001, ANN201
         heavy.append(main_script)
     if heavy or type(config).__name__ != "EditorOptions":
         raise RuntimeError(f"the child imported {heavy} and got a {type(config).__name__}")
-    return ChildModules()
+    return LightInvertEditor()
