@@ -2,8 +2,6 @@
 # The GPU runs of the fast-edits issue, on a lent machine with the bundle in .gpu (see ../shared/gpu/README.md).
 # STAGES picks what runs, in this order (default: all):
 #   tests       tests/test_gpu.py (the CUDA-only tests), in the background while the checkpoint trains
-#   green       benchmarks/probe_green_context.py (can a stream be confined to a share of the SMs); where it cannot,
-#               E2E_RUNS becomes GREEN_FALLBACK_RUNS when that is set
 #   attn        benchmarks/bench_attention.py (SDPA backends at the UNet's attention shapes)
 #   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN)
 #   editprofile benchmarks/profile_edit.py (the kernels of each piece of an eager 8-view edit)
@@ -28,11 +26,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 git log -1 --format='commit %H %cd' | tee -a "$OUT/run.log"
 CKPT=/tmp/igs2gs-bench/ckpt/trained/nerfstudio_models
 SECONDS=0
-if has green; then
-  if ! timeout 90 python3 benchmarks/probe_green_context.py --out "$OUT/probe_green_context.json" 2>&1 | tee -a "$OUT/run.log"; then
-    E2E_RUNS=${GREEN_FALLBACK_RUNS:-${E2E_RUNS:-}}; echo "== no green contexts: E2E_RUNS=$E2E_RUNS" | tee -a "$OUT/run.log"
-  fi
-fi
 if has attn; then
   python3 benchmarks/bench_attention.py --out "$OUT/bench_attention.json" 2>&1 | tee -a "$OUT/run.log"
   echo "== attn stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
