@@ -67,8 +67,6 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
     "ours": {},  # the defaults
     "ours-sync": {"overlap_edits": False},  # training waits for each edit batch
     "ours-priority": {"training_stream_priority": True},  # background edits, training on a high-priority stream
-    "ours-sm88": {"ip2p_sm_fraction": 0.88},  # the editor on 88 % of the training GPU's SMs (a green context)
-    "ours-sm75": {"ip2p_sm_fraction": 0.75},
     "ours-2gpu": {"ip2p_device": "cuda:1"},  # InstructPix2Pix on the second GPU (issue 6)
     "ours-compile": {"ip2p_compile": True},  # compiled InstructPix2Pix (compiled while the trainer starts up)
     "ours-2gpu-compile": {"ip2p_device": "cuda:1", "ip2p_compile": True},

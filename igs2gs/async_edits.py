@@ -50,21 +50,13 @@ def edits_in_background(training: Device, editing: Optional[Device], overlap: bo
     return overlap and _resolved(editing if editing is not None else training).type == "cuda"
 
 
-def editor_sm_fraction(training: Device, editing: Optional[Device], fraction: float) -> float:
-    """The share of its GPU's multiprocessors the editor may use: `fraction` when it shares the training GPU, all of
-    them (1.0) on a device of its own."""
-    return 1.0 if edits_on_own_device(training, editing) else fraction
-
-
 class AsyncRound:
     """Feeds a round's views to an `EditWorker` and hands its results to the pipeline as they arrive."""
 
-    def __init__(self, batch_size: int = 1, device: Optional[Device] = None, sm_fraction: float = 1.0) -> None:
+    def __init__(self, batch_size: int = 1, device: Optional[Device] = None) -> None:
         self.batch_size = batch_size
         self.device = device
         """The editor's device: the worker edits on a stream of its own there when it is a CUDA device."""
-        self.sm_fraction = sm_fraction
-        """Share of that device's multiprocessors the worker's stream may use (edit_streams.py)."""
         self.max_pending = 2  # submissions of batch_size views: one being edited, the next one queued
         self.worker: Optional[EditWorker] = None
         self.next_view = 0
@@ -114,7 +106,7 @@ class AsyncRound:
             # Nothing is in flight: the round goes on at its first view not yet edited (a resumed run's is restored
             # from the checkpoint or the edit journal).
             self.next_view = pipeline.edit_round.cursor
-            stream = editing_stream(self.device, self.sm_fraction) if self.device is not None else None
+            stream = editing_stream(self.device) if self.device is not None else None
             self.worker = EditWorker(
                 pipeline.edit_jobs, max_pending=self.max_pending, batch_size=self.batch_size, stream=stream
             )

@@ -16,13 +16,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
-from igs2gs.async_edits import (
-    AsyncRound,
-    editor_sm_fraction,
-    edits_in_background,
-    edits_on_own_device,
-    make_job,
-)
+from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device, make_job
 from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_process import EditProcess
@@ -87,11 +81,6 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     133.2 s against 131.9 s, because the shared GPU is bound by its total work (edits + training), not by the order
     of its kernels; so it stays off. The run was clean since gsplat's SH kernels are ordered with the current stream
     (igs2gs/gsplat_streams.py)."""
-    ip2p_sm_fraction: float = 1.0
-    """With overlap-edits on one GPU: the share of its multiprocessors (SMs) InstructPix2Pix's kernels may use, through
-    a CUDA green context (torch >= 2.11, driver >= 12.8; elsewhere a warning and all SMs). The rest stay free for the
-    training step's small kernels, which otherwise wait for the editor's blocks to retire. 1.0: no partition. Ignored
-    when the editor has a GPU of its own."""
     ip2p_use_full_precision: bool = False
     """Run InstructPix2Pix in float32 instead of float16 (about twice the memory and time)."""
     seed: int = 0
@@ -166,8 +155,7 @@ class IGS2GSPipeline(VanillaPipeline):
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
         # Rounds edit in the background while training goes on (async_edits.py).
-        sm_fraction = editor_sm_fraction(device, config.ip2p_device, config.ip2p_sm_fraction)
-        self.async_round = AsyncRound(config.edit_batch_size, editor_device, sm_fraction) if background else None
+        self.async_round = AsyncRound(config.edit_batch_size, editor_device) if background else None
         if test_mode == "val" and config.ip2p_process and not own_process:
             CONSOLE.log("igs2gs: --pipeline.ip2p-process applies with --pipeline.ip2p-device on another GPU only")
         if test_mode == "val":

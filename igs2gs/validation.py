@@ -65,12 +65,6 @@ def check_pipeline_options(config: IGS2GSPipelineConfig) -> None:
         raise IGS2GSConfigError(
             f"--pipeline.edit-max-side must be 0 (edit at full size) or an integer >= 8, got {side!r} (default 512)"
         )
-    fraction = config.ip2p_sm_fraction
-    if not _is_number(fraction) or not 0 < fraction <= 1:
-        raise IGS2GSConfigError(
-            f"--pipeline.ip2p-sm-fraction is the share of the GPU's multiprocessors the editor may use and must lie "
-            f"in (0, 1], got {fraction!r} (default 1.0: no partition)"
-        )
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
         raise IGS2GSConfigError(f"--pipeline.seed must be an integer >= 0, got {config.seed!r}")
     if not isinstance(config.prompt, str):

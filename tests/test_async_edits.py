@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from igs2gs.async_edits import AsyncRound, editor_sm_fraction, edits_in_background, edits_on_own_device
+from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device
 from igs2gs.edit_schedule import EditRound
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
 
@@ -47,12 +47,6 @@ def test_which_runs_edit_in_the_background():
     assert edits_in_background("cuda:0", None, overlap=True)
     assert edits_in_background("cuda:0", "cuda:0", overlap=True)
     assert not edits_in_background("cuda:0", None, overlap=False)
-
-
-def test_the_sm_share_applies_only_to_an_editor_on_the_training_gpu():
-    assert editor_sm_fraction("cuda:0", None, 0.75) == 0.75
-    assert editor_sm_fraction("cuda:0", "cuda:0", 0.75) == 0.75
-    assert editor_sm_fraction("cuda:0", "cuda:1", 0.75) == 1.0  # a GPU of its own: all of it
 
 
 class VerySlowAsyncPipeline(AsyncInvertPipeline):

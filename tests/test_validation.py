@@ -150,8 +150,6 @@ def test_a_cuda_training_device_on_a_machine_without_cuda(splatfacto_run, monkey
         ("diffusion_steps", 800, "too few for --pipeline.diffusion-steps 800"),
         ("edit_max_side", -1, "--pipeline.edit-max-side must be 0 (edit at full size) or an integer >= 8"),
         ("seed", -1, "--pipeline.seed must be an integer >= 0"),
-        ("ip2p_sm_fraction", 0.0, "--pipeline.ip2p-sm-fraction is the share of the GPU's multiprocessors"),
-        ("ip2p_sm_fraction", 1.5, "must lie in (0, 1], got 1.5"),
         ("ip2p_device", "gpu", "--pipeline.ip2p-device 'gpu' is not a torch device"),
     ],
 )
