@@ -12,10 +12,11 @@
      condition encoded every edit, nerfstudio's plain training step). Its ~13-minute run does not fit a
      lease, so a slice is timed (--original-edits edits of the first round, then --original-plain plain
      steps) and the default run is extrapolated: start-up + model load + 261 edit steps + 7,239 plain steps.
-   - `ours-2gpu`: ours with InstructPix2Pix on a second GPU (`ip2p_device cuda:1`): rounds edit in the
-     background while training goes on; the whole run is timed as for `ours`.
-   - `ours-2gpu-process`, `ours-2gpu-process-compile`: ours-2gpu (and compiled) with `ip2p_process True`: the
-     editor in a process of its own (igs2gs/edit_process.py).
+   - `ours-2gpu`: ours with InstructPix2Pix on a second GPU (`ip2p_device cuda:1`), in a process of its own
+     (igs2gs/edit_process.py): rounds edit in the background while training goes on; timed as for `ours`.
+     (RESULTS.md's earlier `ours-2gpu-process` runs are this one; its earlier `ours-2gpu` runs used the thread.)
+   - `ours-2gpu-thread`, `ours-2gpu-thread-compile`: ours-2gpu (and compiled) with `ip2p_process False`: the
+     editor on a thread of the training process.
    - `ours-compile`, `ours-2gpu-compile`: ours and ours-2gpu with `ip2p_compile True`; `NAME-again` runs NAME's
      options once more, with the compile cache the first run filled (a user's second run of that image size).
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
@@ -67,11 +68,11 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
     "ours": {},  # the defaults
     "ours-sync": {"overlap_edits": False},  # training waits for each edit batch
     "ours-priority": {"training_stream_priority": True},  # background edits, training on a high-priority stream
-    "ours-2gpu": {"ip2p_device": "cuda:1"},  # InstructPix2Pix on the second GPU (issue 6)
+    "ours-2gpu": {"ip2p_device": "cuda:1"},  # InstructPix2Pix on the second GPU (issue 6), in a process of its own
+    "ours-2gpu-thread": {"ip2p_device": "cuda:1", "ip2p_process": False},  # ... on a thread of the training process
     "ours-compile": {"ip2p_compile": True},  # compiled InstructPix2Pix (compiled while the trainer starts up)
     "ours-2gpu-compile": {"ip2p_device": "cuda:1", "ip2p_compile": True},
-    "ours-2gpu-process": {"ip2p_device": "cuda:1", "ip2p_process": True},  # the editor in a process of its own
-    "ours-2gpu-process-compile": {"ip2p_device": "cuda:1", "ip2p_process": True, "ip2p_compile": True},
+    "ours-2gpu-thread-compile": {"ip2p_device": "cuda:1", "ip2p_process": False, "ip2p_compile": True},
 }
 """The whole default run with these pipeline options. A name ending in "-again" runs the options of the name
 without it once more: after a compiled run, with the compile cache that run filled."""

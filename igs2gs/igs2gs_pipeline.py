@@ -108,13 +108,12 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
     """Folder of compiled kernels kept between runs (TORCHINDUCTOR_CACHE_DIR wins when set); None: torch's default."""
-    ip2p_process: bool = False
+    ip2p_process: bool = True
     """With --pipeline.ip2p-device on another GPU: run InstructPix2Pix in a process of its own (igs2gs/edit_process.py)
-    instead of a thread of the training process. It starts loading when the pipeline is built, and the two processes
-    no longer take turns at one Python interpreter. On 2 x H200 its default bear edits took 106.6-114.6 s (uncompiled,
-    with ip2p_compile filling the cache alongside) against 108.1 s on one GPU; in a later call, side by side, 113.2 s
-    against 122.3 s with the thread and 122.6 s on one GPU, training waiting 13.2 s for the child's first round. The
-    child now starts lighter (editor_options.py), not yet measured on GPUs; it stays off until it is."""
+    instead of a thread of the training process. It starts loading when the pipeline is built, with the editor's
+    options only, and the two processes no longer take turns at one Python interpreter. Side by side on 2 x H200
+    (default bear edit, benchmarks/RESULTS.md): 100.4 s against 109.8 s with the thread and 125.2 s on one GPU; in an
+    earlier call 113.2 s against 122.3 s. False keeps the editor on a thread of the training process."""
     ip2p_memory_savers: bool = False
     """The original code's InstructPix2Pix placement: model CPU offload and attention slicing. Saves about 2 GB of
     GPU memory; every edit then takes several times longer."""
@@ -156,8 +155,6 @@ class IGS2GSPipeline(VanillaPipeline):
         self.keeper = RunKeeper()  # resume state, the edits/ journal, the splats' health check
         # Rounds edit in the background while training goes on (async_edits.py).
         self.async_round = AsyncRound(config.edit_batch_size, editor_device) if background else None
-        if test_mode == "val" and config.ip2p_process and not own_process:
-            CONSOLE.log("igs2gs: --pipeline.ip2p-process applies with --pipeline.ip2p-device on another GPU only")
         if test_mode == "val":
             announce_input_warnings(config, self.datamanager.train_dataset.cameras)
             # Before any other thread runs: the LPIPS loss's CUDA graphs (a capture must not overlap other threads'

@@ -168,8 +168,7 @@ def test_a_run_edits_every_view_in_the_edit_process(splatfacto_run, tmp_path, ra
     monkeypatch.setattr(pipeline_module, "edits_in_background", lambda *args: True)
     monkeypatch.setattr(pipeline_module, "edits_on_own_device", lambda *args: True)
     trainer = make_trainer(splatfacto_run, tmp_path)
-    trainer.config.pipeline._target = ProcessInvertPipeline
-    trainer.config.pipeline.ip2p_process = True
+    trainer.config.pipeline._target = ProcessInvertPipeline  # ip2p_process is on by default
     trainer.setup()  # again, with this pipeline
     pipeline, datamanager = trainer.pipeline, trainer.pipeline.datamanager
     assert pipeline.edit_process is not None and pipeline.edit_process.alive
@@ -182,6 +181,18 @@ def test_a_run_edits_every_view_in_the_edit_process(splatfacto_run, tmp_path, ra
         torch.testing.assert_close(cached[1:, 1:], expected[1:, 1:], atol=1e-6, rtol=0)
         assert cached[0, 0, 0] == 1.0  # the child's pid, clamped into the cache's [0, 1]
     assert not pipeline.edit_process.alive, "the edit process stops when training ends"
+
+
+def test_with_ip2p_process_off_an_editor_of_its_own_runs_on_a_thread(
+    splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch
+):
+    monkeypatch.setattr(pipeline_module, "edits_in_background", lambda *args: True)
+    monkeypatch.setattr(pipeline_module, "edits_on_own_device", lambda *args: True)
+    trainer = make_trainer(splatfacto_run, tmp_path)
+    trainer.config.pipeline._target = InvertEditorPipeline
+    trainer.config.pipeline.ip2p_process = False
+    trainer.setup()
+    assert trainer.pipeline.edit_process is None and trainer.pipeline.async_round is not None
 
 
 def _compiled_flags(process, views) -> list:
