@@ -12,9 +12,10 @@ edits (a blocking queue read, which releases the GIL).
 - With `--pipeline.ip2p-compile`, edits never wait for a compile, only for a load from the cache. A run whose
   compiled editor the compile cache already holds (an earlier run left a mark there, compile_marks.py) loads it
   before its first edit (9.5-12.4 s on an H200). Otherwise the run edits uncompiled while a second child compiles
-  the editor (about 70 s on an H200) for later runs. The editing child does not switch mid-run: on 2 x H200, a
-  switch that loaded the compiled editor during round 2 of the default bear edit held edits back 12.4 s, and
-  that run took 127 s against 107-115 s uncompiled (benchmarks/RESULTS.md).
+  the editor (70-100 s and more on an H200) for later runs; a run that ends normally waits for it to finish
+  (Ctrl-C skips), since a default bear edit on two GPUs ends first. The editing child does not switch mid-run:
+  on 2 x H200, a switch that loaded the compiled editor during round 2 of the default bear edit held edits back
+  12.4 s, and that run took 127 s against 107-115 s uncompiled (benchmarks/RESULTS.md).
 - The children start light: they get the editor's options (editor_options.py), not the pipeline config, and do
   not re-run the training process's main module, which multiprocessing's spawn does by default (for `ns-train`
   that imports every nerfstudio method). On a 2-core CPU a child was ready 1.0 s after its start instead of 4.9 s
@@ -52,6 +53,9 @@ from igs2gs.editor import EditSettings
 _STOP = ("stop", None)
 _POLL_S = 1.0
 """How often a waiting side checks that the other process is still there."""
+COMPILE_WAIT_S = 600.0
+"""How long a run that ended normally waits for its background compile (a cold one took over 95 s on an H200
+beside the editing child, longer than a default bear edit on two GPUs)."""
 
 EditorBuilder = Callable[[Any, Any], Any]
 """Builds the editor from the editor's options (`EditorOptions`, or a pipeline config) and a device; a module-level
@@ -175,8 +179,10 @@ class EditProcess:
             value.add_note(f"raised in the InstructPix2Pix process:\n{trace}")
             raise value
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the child after the batch in progress. Safe to call twice."""
+    def close(self, timeout: float = 30.0, finish_compile: bool = False) -> None:
+        """Stop the child after the batch in progress. A compiling child still at work stops too, unless
+        `finish_compile` (training ended normally): then it may finish, for up to `COMPILE_WAIT_S`, so that later
+        runs find the compiled editor in the cache; Ctrl-C skips that. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -186,9 +192,24 @@ class EditProcess:
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout)
-        if self._compiler is not None and self._compiler.is_alive():  # a short run: its compile is not needed now
+        if self._compiler is not None and self._compiler.is_alive() and finish_compile:
+            self._await_compile()
+        if self._compiler is not None and self._compiler.is_alive():
             self._compiler.terminate()
             self._compiler.join(timeout)
+
+    def _await_compile(self) -> None:
+        """Wait for the compiling child (it leaves its mark when done); Ctrl-C or `COMPILE_WAIT_S` end the wait."""
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        CONSOLE.log(
+            "igs2gs: training is done; the background compile of InstructPix2Pix finishes for later runs "
+            f"(at most {COMPILE_WAIT_S:.0f} s; Ctrl-C skips it, and the next run compiles again)"
+        )
+        try:
+            self._compiler.join(COMPILE_WAIT_S)
+        except KeyboardInterrupt:
+            CONSOLE.log("igs2gs: background compile skipped")
 
 
 @contextlib.contextmanager

@@ -313,7 +313,7 @@ class IGS2GSPipeline(VanillaPipeline):
         if step >= trainer._start_step + trainer.config.max_num_iterations - 1:
             self.async_round.finish(self, step, self.apply_async_edit)
             if self.edit_process is not None:
-                self.edit_process.close()
+                self.edit_process.close(finish_compile=True)  # a compile in progress fills the cache for later runs
 
     def make_edit_job(self, idx: int, step: int) -> EditJob:
         """A background edit of view `idx` from its current render, with the seed of the step the round would

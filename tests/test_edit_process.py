@@ -216,6 +216,50 @@ def test_a_first_run_edits_uncompiled_while_the_compiling_child_fills_the_cache(
         assert _compiled_flags(second, [0, 1]) == [1.0, 1.0], "compiled from the first edit on"
 
 
+def _compiling_process(tmp_path, monkeypatch):
+    import igs2gs.edit_process as edit_process_module
+
+    mark = tmp_path / "igs2gs-compiled" / "mark"
+    monkeypatch.setattr(edit_process_module, "compile_mark", lambda *args: mark)
+    config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
+    return _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch), mark
+
+
+def test_a_run_that_ends_normally_lets_its_compile_finish_for_later_runs(tmp_path, monkeypatch):
+    processes, mark = _compiling_process(tmp_path, monkeypatch)
+    with processes as process:
+        _compiled_flags(process, [0])
+        assert process._compiler.is_alive(), "the compile takes longer than this short run"
+        process.close(finish_compile=True)
+        assert process._compiler.exitcode == 0 and mark.exists()
+
+
+def test_a_run_that_stops_otherwise_stops_its_compile(tmp_path, monkeypatch):
+    processes, mark = _compiling_process(tmp_path, monkeypatch)
+    with processes as process:
+        _compiled_flags(process, [0])
+        process.close()
+        assert process._compiler.exitcode != 0 and not mark.exists()
+
+
+def test_ctrl_c_skips_the_wait_for_the_compile(tmp_path, monkeypatch, capsys):
+    processes, mark = _compiling_process(tmp_path, monkeypatch)
+    with processes as process:
+        _compiled_flags(process, [0])
+        compiler = process._compiler
+        join = compiler.join
+
+        def interrupted_join(timeout=None):
+            if timeout is not None and timeout > 60:  # the wait for the compile, not the join after terminate()
+                raise KeyboardInterrupt
+            return join(timeout)
+
+        monkeypatch.setattr(compiler, "join", interrupted_join)
+        process.close(finish_compile=True)  # does not raise: the run's end goes on
+        assert not compiler.is_alive() and not mark.exists()
+    assert "background compile skipped" in capsys.readouterr().out
+
+
 def test_a_failed_compile_leaves_the_edits_uncompiled():
     config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
     with _process(uncompilable_editor, config=config, compile_ahead=True, configurer=compile_switch) as process:
