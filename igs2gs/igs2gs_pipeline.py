@@ -102,7 +102,8 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     process it compiles in the editor's warm-up edit at start-up (never later: editor_warm_up.py): about 70 s the first
     time an image size is met, then a load from ip2p_compile_cache. With ip2p_process, edits never wait for a compile:
     a run the cache already serves compiles at once from it, otherwise it edits uncompiled while a second process
-    fills the cache for later runs (edit_process.py). No default run was faster with it (benchmarks/RESULTS.md: the
+    fills the cache for later runs (edit_process.py); a run that ends normally lets that compile finish (Ctrl-C
+    skips it). No default run was faster with it (benchmarks/RESULTS.md: the
     first run pays the compile, later ones the load), so it stays off."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
