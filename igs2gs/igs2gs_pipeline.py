@@ -103,8 +103,8 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     time an image size is met, then a load from ip2p_compile_cache. With ip2p_process, edits never wait for a compile:
     a run the cache already serves compiles at once from it, otherwise it edits uncompiled while a second process
     fills the cache for later runs (edit_process.py); a run that ends normally lets that compile finish (Ctrl-C
-    skips it). No default run was faster with it (benchmarks/RESULTS.md: the
-    first run pays the compile, later ones the load), so it stays off."""
+    skips it). No default run was faster with it (benchmarks/RESULTS.md: the first run pays the compile, later ones
+    the load), so it stays off."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
