@@ -87,6 +87,8 @@ def child(args: argparse.Namespace) -> None:
         with startup_profile(name if name in args.profile_startup.split(",") else None, args.profile_dir):
             trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[options])
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
+        if name in args.profile_round.split(","):
+            profile_round_steps(trainer, args.profile_round_steps, args.profile_dir, name)
         train_s = timed_train(trainer, args.ours_steps)
         if name == "ours" and args.profile_steps:
             profile_plain_steps(trainer, args.profile_steps)
@@ -176,6 +178,78 @@ def profile_plain_steps(trainer: Any, steps: int) -> None:
     Path("/tmp/igs2gs-bench/profile.txt").write_text(text)
 
 
+ROUND_PROFILE_OFFSET = 300
+"""Steps into round 2 at which `profile_round_steps` starts: its first edits are under way by then."""
+_CUDA_CALLS = {
+    "launch": ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch"),
+    "sync": ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaStreamWaitEvent"),
+    "copy": ("cudaMemcpyAsync", "cudaMemcpy"),
+}
+
+
+def profile_round_steps(trainer: Any, steps: int, folder: Path, name: str) -> None:
+    """During the run: torch.profiler over `steps` training steps of round 2, while its edits run in the background,
+    written to `folder`/profile_round_NAME.txt (per thread: CUDA launch, synchronisation and copy calls; the busiest
+    ops) with a Chrome trace beside it. Where a step's time goes when training shares the GPU with the editor."""
+    import gzip
+    import shutil
+
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+    from torch.profiler import ProfilerActivity, profile
+
+    first = trainer._start_step + trainer.pipeline.config.gs_steps + ROUND_PROFILE_OFFSET
+    state: dict[str, Any] = {}
+
+    def at_step(step: int) -> None:
+        if step == first:
+            state["profiler"] = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            state["profiler"].__enter__()
+            state["editing"], state["started"] = trainer.pipeline.edit_round.active, time.perf_counter()
+        elif step == first + steps and "profiler" in state:
+            seconds = time.perf_counter() - state["started"]
+            profiler = state.pop("profiler")
+            profiler.__exit__(None, None, None)
+            text = (
+                f"{name}: {steps} steps from step {first} under torch.profiler, {1000 * seconds / steps:.2f} ms/step; "
+            )
+            text += f"a round was editing at the first: {state['editing']}\n"
+            text += per_thread_cuda_calls(profiler.events(), steps)
+            averages = profiler.key_averages()
+            text += averages.table(sort_by="self_cpu_time_total", row_limit=40)
+            text += averages.table(sort_by="self_device_time_total", row_limit=25)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"profile_round_{name}.txt").write_text(text)
+            trace = Path(f"/tmp/igs2gs-bench/trace_round_{name}.json")
+            profiler.export_chrome_trace(str(trace))
+            with trace.open("rb") as raw, gzip.open(folder / f"trace_round_{name}.json.gz", "wb") as packed:
+                shutil.copyfileobj(raw, packed)
+
+    where = [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION]
+    trainer.callbacks.append(TrainingCallback(where, at_step))
+
+
+def per_thread_cuda_calls(events: Any, steps: int) -> str:
+    """A line per thread: ms per step in its CUDA launch, synchronisation and copy calls, and in all its ops."""
+    threads: dict[int, dict[str, float]] = {}
+    for event in events:
+        if event.device_type.name != "CPU":
+            continue
+        totals = threads.setdefault(event.thread, {"all": 0.0, "launch": 0.0, "sync": 0.0, "copy": 0.0, "calls": 0})
+        totals["all"] += event.self_cpu_time_total
+        totals["calls"] += 1
+        for kind, names in _CUDA_CALLS.items():
+            if event.name in names:
+                totals[kind] += event.self_cpu_time_total
+    lines = ["thread: ms per step in launches / synchronisations / copies / all ops (self CPU), events per step"]
+    for thread, totals in sorted(threads.items(), key=lambda item: -item[1]["all"]):
+        ms = {kind: totals[kind] / 1000 / steps for kind in ("launch", "sync", "copy", "all")}
+        lines.append(
+            f"  {thread}: {ms['launch']:.2f} / {ms['sync']:.2f} / {ms['copy']:.2f} / {ms['all']:.2f}, "
+            f"{totals['calls'] / steps:.0f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def extrapolate(record: dict, steps: int = DEFAULT_STEPS, rounds: int = ROUNDS) -> Optional[dict]:
     """The default run's wall time from a slice: start-up + first-edit overhead + edit steps + plain steps."""
     if record.get("failed") or not record.get("edit_calls"):
@@ -211,6 +285,8 @@ def main() -> None:
     parser.add_argument("--original-plain", type=int, default=300)
     parser.add_argument("--profile-steps", type=int, default=30, help="profile plain steps after ours (0: no)")
     parser.add_argument("--profile-startup", default="", help="runs whose set-up runs under cProfile (comma list)")
+    parser.add_argument("--profile-round", default="", help="runs profiled during round 2's edits (comma list)")
+    parser.add_argument("--profile-round-steps", type=int, default=40, help="steps that profile covers")
     parser.add_argument("--profile-dir", type=Path, default=Path("/tmp/igs2gs-bench"), help="where those go")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,6 +301,7 @@ def main() -> None:
     passthrough = ["--data", str(args.data), "--ip2p-model", args.ip2p_model, "--load-dir", str(args.load_dir)]
     passthrough += ["--original-edits", str(args.original_edits), "--original-plain", str(args.original_plain)]
     passthrough += ["--profile-steps", str(args.profile_steps), "--profile-startup", args.profile_startup]
+    passthrough += ["--profile-round", args.profile_round, "--profile-round-steps", str(args.profile_round_steps)]
     passthrough += ["--profile-dir", str(args.profile_dir)]
     if args.ours_steps:
         passthrough += ["--ours-steps", str(args.ours_steps)]

@@ -126,6 +126,7 @@ class Timings:
 
     def __init__(self, trainer: Any) -> None:
         self.steps: list[tuple[int, float, bool]] = []  # (step, seconds, whether the step edited)
+        self.in_round: list[bool] = []  # per step: whether a round was editing when it began
         self.edits: list[float] = []
         self.background_edits: list[float] = []  # worker seconds per view (background rounds)
         self.round_waits: list[float] = []  # training waiting for a round's last edits (background rounds)
@@ -134,6 +135,7 @@ class Timings:
         def timed_iteration(step: int) -> Any:
             t0 = time.perf_counter()
             n_edits = len(self.edits)
+            self.in_round.append(pipeline.edit_round.active)
             result = iteration(step)
             self.steps.append((step, time.perf_counter() - t0, len(self.edits) > n_edits))
             return result
@@ -183,7 +185,21 @@ class Timings:
             "background_edits": len(self.background_edits),
             "background_edit_s_per_view_median": median(self.background_edits) if self.background_edits else None,
             "round_waits_s": [round(t, 2) for t in self.round_waits],
+            **self._plain_steps_by_round(start_step),
         }
+
+    def _plain_steps_by_round(self, start_step: int) -> dict[str, Any]:
+        """Plain steps taken while a round was editing (in the background) and between rounds: median and mean ms."""
+        split: dict[str, list[float]] = {"in_round": [], "between_rounds": []}
+        for (step, seconds, edited), in_round in zip(self.steps, self.in_round):
+            if not edited and step > start_step + 2:
+                split["in_round" if in_round else "between_rounds"].append(1000 * seconds)
+        out: dict[str, Any] = {}
+        for key, values in split.items():
+            out[f"{key}_steps"] = len(values)
+            out[f"{key}_step_ms_median"] = median(values) if values else None
+            out[f"{key}_step_ms_mean"] = mean(values) if values else None
+        return out
 
 
 @contextlib.contextmanager
