@@ -8,6 +8,7 @@
      the defaults edit in the background on the training GPU (`overlap_edits`).
    - `ours-sync`: ours with `overlap_edits False`: training stops for each edit batch.
    - `ours-priority`: ours with `training_stream_priority True`: training on a highest-priority stream.
+   - `ours-conn32`: ours with CUDA_DEVICE_MAX_CONNECTIONS=32 (CUDA's default is 8 hardware work queues).
    - `original`: the original's configuration (model CPU offload, attention slicing, one view per edit,
      condition encoded every edit, nerfstudio's plain training step). Its ~13-minute run does not fit a
      lease, so a slice is timed (--original-edits edits of the first round, then --original-plain plain
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,6 +78,12 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
 }
 """The whole default run with these pipeline options. A name ending in "-again" runs the options of the name
 without it once more: after a compiled run, with the compile cache that run filled."""
+OURS_RUNS["ours-conn32"] = OURS_RUNS["ours"]
+RUN_ENVIRONMENT: dict[str, dict[str, str]] = {
+    # 32 hardware work queues instead of CUDA's 8: whether training's kernels queue behind the editor's on one GPU
+    "ours-conn32": {"CUDA_DEVICE_MAX_CONNECTIONS": "32"},
+}
+"""Environment variables of a run's process, set before CUDA starts."""
 
 
 def child(args: argparse.Namespace) -> None:
@@ -83,6 +91,7 @@ def child(args: argparse.Namespace) -> None:
 
     name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
     options = name.removesuffix("-again")
+    os.environ.update(RUN_ENVIRONMENT.get(options, {}))
     if options in OURS_RUNS:
         with startup_profile(name if name in args.profile_startup.split(",") else None, args.profile_dir):
             trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[options])
