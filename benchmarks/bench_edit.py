@@ -5,7 +5,10 @@ One process, one card, the real architecture with random weights (benchmarks/mak
 - original: float16, model CPU offload, attention slicing, one view per call, condition re-encoded each edit
   (what the original code runs), and `resident`: the same one view per call with everything on the GPU;
 - ours: resident float16 with SDPA, channels-last, fused QKV, condition latents cached per view, several views
-  per UNet call (each with its own T), optionally cuDNN attention, torch.compile and CUDA graphs.
+  per UNet call (each with its own T), optionally cuDNN attention, torch.compile and CUDA graphs;
+- `batch8-regions`: regional compilation, a candidate not yet in the editor: each repeated block of the UNet and
+  the VAE compiled on its own (`compile_regions`), so that blocks of one shape share one compiled graph. Run it in
+  a fresh process with an empty --compile-cache to time a cold compile (`first_call_s`), then again for the load.
 
 Prints ms per edit (per view), the speed-up over the original, achieved TFLOP/s (FLOPs counted with
 torch.utils.flop_counter.FlopCounterMode on the same edit run eagerly) and its fraction of the float16 and
@@ -82,6 +85,8 @@ class Variant:
     attention: Optional[list[str]] = None
     compile: bool = False
     cuda_graphs: bool = False
+    regions: bool = False
+    """torch.compile each repeated block (`compile_regions`) instead of the whole denoising step and VAE."""
     note: str = ""
 
 
@@ -99,6 +104,7 @@ VARIANTS = {
         Variant("batch16", views=16, note="16 views per UNet call, eager"),
         Variant("batch8-compiled", views=8, compile=True, note="8 views per call, torch.compile (the default)"),
         Variant("batch8-graphs", views=8, compile=True, cuda_graphs=True, note="8 views, compile + CUDA graphs"),
+        Variant("batch8-regions", views=8, regions=True, note="8 views per call, each repeated block compiled"),
         Variant("batch16-compiled", views=16, compile=True, note="16 views per call, torch.compile"),
         Variant("batch1-graphs", views=1, compile=True, cuda_graphs=True, note="1 view per call, compile + graphs"),
     ]
@@ -150,12 +156,56 @@ def edit_call(editor: InstructPix2PixEditor, variant: Variant, size: int, call: 
     return lambda: editor.edit(renders, originals, settings, generator=gens, view_ids=ids)
 
 
+REGION_CLASSES = ("ResnetBlock2D", "Transformer2DModel", "Attention")
+"""The repeated blocks of the UNet and the VAE that `compile_regions` compiles (Attention: the VAE's mid-block;
+the UNet's attention layers sit inside its Transformer2DModel blocks)."""
+
+
+def compile_regions(editor: InstructPix2PixEditor, cache_dir: Path) -> list[torch.nn.Module]:
+    """Regional compilation: torch.compile every outermost module of `REGION_CLASSES` in the UNet and the VAE,
+    for fixed shapes. Blocks of one class and one shape share their compiled code, so a cold compile traces about
+    twenty small graphs instead of the whole denoising step; the code between blocks stays eager. Returns them."""
+    import torch._dynamo.config
+
+    from igs2gs import ip2p_speed
+
+    ip2p_speed.use_compile_cache(cache_dir)
+    torch._dynamo.config.recompile_limit = 64  # one compiled graph per block shape; the UNet and VAE have ~25
+    compiled: list[torch.nn.Module] = []
+    for model in (editor.unet, editor.vae):
+        for module in model.modules():
+            inside = any(module is not c and any(m is module for m in c.modules()) for c in compiled)
+            if type(module).__name__ in REGION_CLASSES and not inside:
+                module.compile(dynamic=False)
+                compiled.append(module)
+    return compiled
+
+
+def uncompile_regions(editor: InstructPix2PixEditor) -> dict[torch.nn.Module, Any]:
+    """Undo `compile_regions` (nn.Module.compile keeps the compiled call on the module); returns what it removed,
+    for `recompile_regions`."""
+    removed = {}
+    for model in (editor.unet, editor.vae):
+        for module in model.modules():
+            if getattr(module, "_compiled_call_impl", None) is not None:
+                removed[module] = module._compiled_call_impl
+                module._compiled_call_impl = None
+    return removed
+
+
+def recompile_regions(removed: dict[torch.nn.Module, Any]) -> None:
+    """Put back the compiled calls `uncompile_regions` removed."""
+    for module, call in removed.items():
+        module._compiled_call_impl = call
+
+
 def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) -> None:
     if variant.memory_savers:
         editor.enable_attention_slicing()
         editor.enable_model_cpu_offload()
+    compiled = variant.compile or variant.regions
     if variant.fast_kernels:  # as configure_editor does (igs2gs/fast_edits.py)
-        editor.enable_fast_kernels(channels_last=variant.compile, group_norm=not variant.compile)
+        editor.enable_fast_kernels(channels_last=compiled, group_norm=not compiled)
     if variant.views > 1:
         editor.enable_vae_slicing()
     editor._attention_backends = None
@@ -163,6 +213,9 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
         editor.enable_attention_backends(variant.attention)
     if variant.compile:
         editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir)
+    if variant.regions:
+        variant.note += f" ({len(compile_regions(editor, cache_dir))} blocks)"
+    if compiled:
         editor.pad_views_to = variant.views
 
 
@@ -172,6 +225,7 @@ def unconfigure(editor: InstructPix2PixEditor, variant: Variant) -> None:
         editor.disable_attention_slicing()
     editor.disable_vae_slicing()
     editor.disable_compile()
+    uncompile_regions(editor)
     editor.pad_views_to = 0
 
 
@@ -181,23 +235,29 @@ def count_tflop(editor: InstructPix2PixEditor, variant: Variant, size: int) -> f
 
     step, encode, decode = editor._step, editor._encode, editor._decode
     editor.disable_compile()
+    regions = uncompile_regions(editor)
     edit_call(editor, variant, size, call=0)()  # the cached-condition variants count a call with a warm cache
     counter = FlopCounterMode(display=False)
     with counter:
         edit_call(editor, variant, size, call=0)()
     editor._step, editor._encode, editor._decode = step, encode, decode
+    recompile_regions(regions)
     return counter.get_total_flops() / variant.views / 1e12
 
 
 def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repeats: int, cache_dir: Path) -> Record:
+    from torch._dynamo.utils import counters
+
     configure(editor, variant, cache_dir)
     editor.clear_condition_cache()
     sync()
+    graphs = counters["stats"]["unique_graphs"]
     started = time.perf_counter()
     edit_call(editor, variant, size, call=0)()  # compiles a compiled variant; fills the condition cache
     sync()
     first = time.perf_counter() - started
-    for call in range(1, 4 if variant.compile else 2):  # warm: conditions cached, graphs recorded
+    graphs = counters["stats"]["unique_graphs"] - graphs
+    for call in range(1, 4 if variant.compile or variant.regions else 2):  # warm: conditions cached, graphs recorded
         edit_call(editor, variant, size, call)()
     sync()
     reset_peak()
@@ -225,7 +285,7 @@ def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repe
         tflop_per_view=tflop,
         peak_gib=peak,
         first_call_s=first,
-        extra={"breakdown": pieces} if pieces else {},
+        extra={"compiled_graphs": graphs, **({"breakdown": pieces} if pieces else {})},
     )
 
 
