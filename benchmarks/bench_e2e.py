@@ -9,6 +9,7 @@
    - `ours-sync`: ours with `overlap_edits False`: training stops for each edit batch.
    - `ours-priority`: ours with `training_stream_priority True`: training on a highest-priority stream.
    - `ours-conn32`: ours with CUDA_DEVICE_MAX_CONNECTIONS=32 (CUDA's default is 8 hardware work queues).
+   - `ours-process`: ours with the editor in a process of its own on the training GPU (an experiment).
    - `original`: the original's configuration (model CPU offload, attention slicing, one view per edit,
      condition encoded every edit, nerfstudio's plain training step). Its ~13-minute run does not fit a
      lease, so a slice is timed (--original-edits edits of the first round, then --original-plain plain
@@ -79,6 +80,7 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
 """The whole default run with these pipeline options. A name ending in "-again" runs the options of the name
 without it once more: after a compiled run, with the compile cache that run filled."""
 OURS_RUNS["ours-conn32"] = OURS_RUNS["ours"]
+OURS_RUNS["ours-process"] = OURS_RUNS["ours"]  # one GPU, the editor in a process of its own (`one_gpu_edit_process`)
 RUN_ENVIRONMENT: dict[str, dict[str, str]] = {
     # 32 hardware work queues instead of CUDA's 8: whether training's kernels queue behind the editor's on one GPU
     "ours-conn32": {"CUDA_DEVICE_MAX_CONNECTIONS": "32"},
@@ -92,6 +94,8 @@ def child(args: argparse.Namespace) -> None:
     name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
     options = name.removesuffix("-again")
     os.environ.update(RUN_ENVIRONMENT.get(options, {}))
+    if options == "ours-process":
+        one_gpu_edit_process()
     if options in OURS_RUNS:
         with startup_profile(name if name in args.profile_startup.split(",") else None, args.profile_dir):
             trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[options])
@@ -124,6 +128,16 @@ def child(args: argparse.Namespace) -> None:
         extra.update(setup_s_note)
     write_child_record(name, child_result(name, trainer, timings, STARTED, train_s, **extra))
     del torch
+
+
+def one_gpu_edit_process() -> None:
+    """An experiment, not an option: the pipeline treats the training GPU as the editor's own device, so the edit
+    process (edit_process.py) runs InstructPix2Pix in a second CUDA context on the training GPU. The two threads stop
+    sharing one interpreter; the GPU then switches between the two processes' work instead of running their kernels
+    side by side."""
+    import igs2gs.igs2gs_pipeline as pipeline_module
+
+    pipeline_module.edits_on_own_device = lambda training, editing: True
 
 
 @contextlib.contextmanager
