@@ -6,9 +6,9 @@ One process, one card, the real architecture with random weights (benchmarks/mak
   (what the original code runs), and `resident`: the same one view per call with everything on the GPU;
 - ours: resident float16 with SDPA, channels-last, fused QKV, condition latents cached per view, several views
   per UNet call (each with its own T), optionally cuDNN attention, torch.compile and CUDA graphs;
-- `batch8-regions`: regional compilation, a candidate not yet in the editor: each repeated block of the UNet and
-  the VAE compiled on its own (`compile_regions`), so that blocks of one shape share one compiled graph. Run it in
-  a fresh process with an empty --compile-cache to time a cold compile (`first_call_s`), then again for the load.
+- `batch8-regions`: regional compilation (`--pipeline.ip2p-compile-regions`): each repeated block of the UNet and
+  the VAE compiled on its own, so that blocks of one shape share one compiled graph. Run it in a fresh process
+  with an empty --compile-cache to time a cold compile (`first_call_s`), then again for the load.
 
 Prints ms per edit (per view), the speed-up over the original, achieved TFLOP/s (FLOPs counted with
 torch.utils.flop_counter.FlopCounterMode on the same edit run eagerly) and its fraction of the float16 and
@@ -20,13 +20,14 @@ bfloat16 matmul peaks measured in the same run, the peak GPU memory, and for com
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -86,7 +87,7 @@ class Variant:
     compile: bool = False
     cuda_graphs: bool = False
     regions: bool = False
-    """torch.compile each repeated block (`compile_regions`) instead of the whole denoising step and VAE."""
+    """torch.compile each repeated block (`enable_compile(regions=True)`) instead of the whole step and VAE."""
     note: str = ""
 
 
@@ -156,47 +157,18 @@ def edit_call(editor: InstructPix2PixEditor, variant: Variant, size: int, call: 
     return lambda: editor.edit(renders, originals, settings, generator=gens, view_ids=ids)
 
 
-REGION_CLASSES = ("ResnetBlock2D", "Transformer2DModel", "Attention")
-"""The repeated blocks of the UNet and the VAE that `compile_regions` compiles (Attention: the VAE's mid-block;
-the UNet's attention layers sit inside its Transformer2DModel blocks)."""
-
-
-def compile_regions(editor: InstructPix2PixEditor, cache_dir: Path) -> list[torch.nn.Module]:
-    """Regional compilation: torch.compile every outermost module of `REGION_CLASSES` in the UNet and the VAE,
-    for fixed shapes. Blocks of one class and one shape share their compiled code, so a cold compile traces about
-    twenty small graphs instead of the whole denoising step; the code between blocks stays eager. Returns them."""
-    import torch._dynamo.config
-
-    from igs2gs import ip2p_speed
-
-    ip2p_speed.use_compile_cache(cache_dir)
-    torch._dynamo.config.recompile_limit = 64  # one compiled graph per block shape; the UNet and VAE have ~25
-    compiled: list[torch.nn.Module] = []
-    for model in (editor.unet, editor.vae):
-        for module in model.modules():
-            inside = any(module is not c and any(m is module for m in c.modules()) for c in compiled)
-            if type(module).__name__ in REGION_CLASSES and not inside:
-                module.compile(dynamic=False)
-                compiled.append(module)
-    return compiled
-
-
-def uncompile_regions(editor: InstructPix2PixEditor) -> dict[torch.nn.Module, Any]:
-    """Undo `compile_regions` (nn.Module.compile keeps the compiled call on the module); returns what it removed,
-    for `recompile_regions`."""
-    removed = {}
-    for model in (editor.unet, editor.vae):
-        for module in model.modules():
-            if getattr(module, "_compiled_call_impl", None) is not None:
-                removed[module] = module._compiled_call_impl
-                module._compiled_call_impl = None
-    return removed
-
-
-def recompile_regions(removed: dict[torch.nn.Module, Any]) -> None:
-    """Put back the compiled calls `uncompile_regions` removed."""
-    for module, call in removed.items():
-        module._compiled_call_impl = call
+@contextlib.contextmanager
+def regions_suspended(editor: InstructPix2PixEditor) -> Iterator[None]:
+    """Inside the block, the blocks that `enable_compile(regions=True)` compiled run eagerly."""
+    modules = editor._regions.modules if editor._regions is not None else []
+    calls = [module._compiled_call_impl for module in modules]
+    for module in modules:
+        module._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for module, call in zip(modules, calls):
+            module._compiled_call_impl = call
 
 
 def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) -> None:
@@ -211,11 +183,8 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
     editor._attention_backends = None
     if variant.attention:
         editor.enable_attention_backends(variant.attention)
-    if variant.compile:
-        editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir)
-    if variant.regions:
-        variant.note += f" ({len(compile_regions(editor, cache_dir))} blocks)"
     if compiled:
+        editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir, regions=variant.regions)
         editor.pad_views_to = variant.views
 
 
@@ -225,7 +194,6 @@ def unconfigure(editor: InstructPix2PixEditor, variant: Variant) -> None:
         editor.disable_attention_slicing()
     editor.disable_vae_slicing()
     editor.disable_compile()
-    uncompile_regions(editor)
     editor.pad_views_to = 0
 
 
@@ -234,14 +202,13 @@ def count_tflop(editor: InstructPix2PixEditor, variant: Variant, size: int) -> f
     from torch.utils.flop_counter import FlopCounterMode
 
     step, encode, decode = editor._step, editor._encode, editor._decode
-    editor.disable_compile()
-    regions = uncompile_regions(editor)
-    edit_call(editor, variant, size, call=0)()  # the cached-condition variants count a call with a warm cache
-    counter = FlopCounterMode(display=False)
-    with counter:
-        edit_call(editor, variant, size, call=0)()
+    editor._step, editor._encode, editor._decode = editor.denoise_step, editor._vae_encode, editor._vae_decode
+    with regions_suspended(editor):
+        edit_call(editor, variant, size, call=0)()  # the cached-condition variants count a call with a warm cache
+        counter = FlopCounterMode(display=False)
+        with counter:
+            edit_call(editor, variant, size, call=0)()
     editor._step, editor._encode, editor._decode = step, encode, decode
-    recompile_regions(regions)
     return counter.get_total_flops() / variant.views / 1e12
 
 

@@ -107,6 +107,12 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     the load), so it stays off."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
+    ip2p_compile_regions: bool = False
+    """With ip2p_compile: compile each repeated block of the UNet and the VAE on its own (regional compilation,
+    ip2p_speed.CompiledRegions) instead of the whole denoising step and VAE. Blocks of one shape share one compiled
+    graph, so the first compile should take a fraction of the whole step's 70-100 s (H200); the code between blocks
+    stays uncompiled, and there are no CUDA graphs. Not yet measured on GPUs (benchmarks/bench_edit.py's
+    batch8-regions), so off."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
     """Folder of compiled kernels kept between runs (TORCHINDUCTOR_CACHE_DIR wins when set); None: torch's default."""
     ip2p_process: bool = True
