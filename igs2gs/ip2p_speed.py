@@ -117,7 +117,8 @@ class CompiledRegions:
     def __init__(self, models: Sequence[torch.nn.Module], backend: str = "inductor") -> None:
         import torch._dynamo.config as dynamo_config
 
-        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)  # a graph per block shape (~25)
+        limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+        setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))  # a graph per block shape (~25)
         self.modules: list[torch.nn.Module] = []
         covered: set[int] = set()
         for model in models:
