@@ -60,12 +60,16 @@ def test_after_stop_compiling_a_new_shape_runs_eagerly(fresh_dynamo):
     assert all(module._compiled_call_impl is None for module in regions.modules)
 
 
-def test_regions_have_no_whole_step_to_replay_as_a_cuda_graph():
+def test_regions_go_with_compile_and_without_cuda_graphs():
     from igs2gs.igs2gs_pipeline import IGS2GSPipelineConfig
 
     config = IGS2GSPipelineConfig(ip2p_compile=True, ip2p_compile_regions=True, ip2p_cuda_graphs=True)
     with pytest.raises(IGS2GSConfigError, match="leave --pipeline.ip2p-cuda-graphs off"):
         check_pipeline_options(config)
+    config = IGS2GSPipelineConfig(ip2p_compile=False, ip2p_compile_regions=True)
+    with pytest.raises(IGS2GSConfigError, match="pass --pipeline.ip2p-compile True with it"):
+        check_pipeline_options(config)
+    check_pipeline_options(IGS2GSPipelineConfig(ip2p_compile=True, ip2p_compile_regions=True))
 
 
 class CompileRecordingEditor:
