@@ -97,3 +97,15 @@ def test_the_option_reaches_the_editor():
     editor = CompileRecordingEditor()
     configure_editor(editor, options)
     assert editor.calls == [{"cuda_graphs": False, "cache_dir": None, "regions": True}]
+
+
+def test_the_edit_process_compiles_regions_itself(monkeypatch):
+    import igs2gs.igs2gs_pipeline as pipeline_module
+    from igs2gs.igs2gs_pipeline import IGS2GSPipeline, IGS2GSPipelineConfig
+
+    started = []
+    monkeypatch.setattr(pipeline_module, "EditProcess", lambda *args, **kwargs: started.append(kwargs))
+    for regions in (False, True):
+        config = IGS2GSPipelineConfig(ip2p_compile=True, ip2p_compile_regions=regions)
+        IGS2GSPipeline._start_edit_process(config, "cuda:1")
+    assert [kwargs["compile_ahead"] for kwargs in started] == [True, False], "no compiling child for regions"
