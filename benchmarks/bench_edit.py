@@ -90,6 +90,10 @@ class Variant:
     """torch.compile each repeated block (`enable_compile(regions=True)`) instead of the whole step and VAE."""
     note: str = ""
 
+    @property
+    def compiles(self) -> bool:
+        return self.compile or self.regions
+
 
 VARIANTS = {
     v.name: v
@@ -158,15 +162,18 @@ def edit_call(editor: InstructPix2PixEditor, variant: Variant, size: int, call: 
 
 
 @contextlib.contextmanager
-def regions_suspended(editor: InstructPix2PixEditor) -> Iterator[None]:
-    """Inside the block, the blocks that `enable_compile(regions=True)` compiled run eagerly."""
+def running_eagerly(editor: InstructPix2PixEditor) -> Iterator[None]:
+    """Inside the block, what `enable_compile` compiled (whole pieces or regions) runs eagerly; kept for after."""
+    pieces = editor._step, editor._encode, editor._decode
     modules = editor._regions.modules if editor._regions is not None else []
     calls = [module._compiled_call_impl for module in modules]
+    editor._step, editor._encode, editor._decode = editor.denoise_step, editor._vae_encode, editor._vae_decode
     for module in modules:
         module._compiled_call_impl = None
     try:
         yield
     finally:
+        editor._step, editor._encode, editor._decode = pieces
         for module, call in zip(modules, calls):
             module._compiled_call_impl = call
 
@@ -175,15 +182,14 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
     if variant.memory_savers:
         editor.enable_attention_slicing()
         editor.enable_model_cpu_offload()
-    compiled = variant.compile or variant.regions
     if variant.fast_kernels:  # as configure_editor does (igs2gs/fast_edits.py)
-        editor.enable_fast_kernels(channels_last=compiled, group_norm=not compiled)
+        editor.enable_fast_kernels(channels_last=variant.compiles, group_norm=not variant.compiles)
     if variant.views > 1:
         editor.enable_vae_slicing()
     editor._attention_backends = None
     if variant.attention:
         editor.enable_attention_backends(variant.attention)
-    if compiled:
+    if variant.compiles:
         editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir, regions=variant.regions)
         editor.pad_views_to = variant.views
 
@@ -201,14 +207,11 @@ def count_tflop(editor: InstructPix2PixEditor, variant: Variant, size: int) -> f
     """FLOPs of one call run eagerly (the compiled call runs the same operations), in TFLOP per view."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    step, encode, decode = editor._step, editor._encode, editor._decode
-    editor._step, editor._encode, editor._decode = editor.denoise_step, editor._vae_encode, editor._vae_decode
-    with regions_suspended(editor):
+    with running_eagerly(editor):
         edit_call(editor, variant, size, call=0)()  # the cached-condition variants count a call with a warm cache
         counter = FlopCounterMode(display=False)
         with counter:
             edit_call(editor, variant, size, call=0)()
-    editor._step, editor._encode, editor._decode = step, encode, decode
     return counter.get_total_flops() / variant.views / 1e12
 
 
@@ -224,7 +227,7 @@ def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repe
     sync()
     first = time.perf_counter() - started
     graphs = counters["stats"]["unique_graphs"] - graphs
-    for call in range(1, 4 if variant.compile or variant.regions else 2):  # warm: conditions cached, graphs recorded
+    for call in range(1, 4 if variant.compiles else 2):  # warm: conditions cached, graphs recorded
         edit_call(editor, variant, size, call)()
     sync()
     reset_peak()

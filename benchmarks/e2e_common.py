@@ -125,8 +125,8 @@ class Timings:
     """Wall time of every training iteration and of every edit, the edits between CUDA synchronisations."""
 
     def __init__(self, trainer: Any) -> None:
-        self.steps: list[tuple[int, float, bool]] = []  # (step, seconds, whether the step edited)
-        self.in_round: list[bool] = []  # per step: whether a round was editing when it began
+        # (step, seconds, whether the step edited, whether a round was editing when it began)
+        self.steps: list[tuple[int, float, bool, bool]] = []
         self.edits: list[float] = []
         self.background_edits: list[float] = []  # worker seconds per view (background rounds)
         self.round_waits: list[float] = []  # training waiting for a round's last edits (background rounds)
@@ -134,10 +134,9 @@ class Timings:
 
         def timed_iteration(step: int) -> Any:
             t0 = time.perf_counter()
-            n_edits = len(self.edits)
-            self.in_round.append(pipeline.edit_round.active)
+            n_edits, in_round = len(self.edits), pipeline.edit_round.active
             result = iteration(step)
-            self.steps.append((step, time.perf_counter() - t0, len(self.edits) > n_edits))
+            self.steps.append((step, time.perf_counter() - t0, len(self.edits) > n_edits, in_round))
             return result
 
         def timed_edit(*args: Any, **kwargs: Any) -> Any:
@@ -167,8 +166,8 @@ class Timings:
             pipeline.async_round.complete = timed_complete
 
     def summary(self, start_step: int) -> dict[str, Any]:
-        edit_steps = [t for _, t, e in self.steps if e]
-        plain = [t for s, t, e in self.steps if not e and s > start_step + 2]
+        edit_steps = [t for _, t, e, _ in self.steps if e]
+        plain = [(t, r) for s, t, e, r in self.steps if not e and s > start_step + 2]
         return {
             "iterations": len(self.steps),
             "edit_calls": len(self.edits),
@@ -178,28 +177,24 @@ class Timings:
             "edit_step_s_median": median(edit_steps) if edit_steps else None,
             "first_edit_step_s": edit_steps[0] if edit_steps else None,
             "edit_step_s_total": sum(edit_steps),
-            "plain_steps": len(plain),
-            "plain_step_ms_median": 1000 * median(plain) if plain else None,
-            "plain_step_ms_mean": 1000 * mean(plain) if plain else None,
-            "step_s_total": sum(t for _, t, _ in self.steps),
+            **_step_stats("plain", [t for t, _ in plain]),
+            # plain steps taken while a round was editing (in the background) and between rounds
+            **_step_stats("in_round", [t for t, r in plain if r]),
+            **_step_stats("between_rounds", [t for t, r in plain if not r]),
+            "step_s_total": sum(t for _, t, _, _ in self.steps),
             "background_edits": len(self.background_edits),
             "background_edit_s_per_view_median": median(self.background_edits) if self.background_edits else None,
             "round_waits_s": [round(t, 2) for t in self.round_waits],
-            **self._plain_steps_by_round(start_step),
         }
 
-    def _plain_steps_by_round(self, start_step: int) -> dict[str, Any]:
-        """Plain steps taken while a round was editing (in the background) and between rounds: median and mean ms."""
-        split: dict[str, list[float]] = {"in_round": [], "between_rounds": []}
-        for (step, seconds, edited), in_round in zip(self.steps, self.in_round):
-            if not edited and step > start_step + 2:
-                split["in_round" if in_round else "between_rounds"].append(1000 * seconds)
-        out: dict[str, Any] = {}
-        for key, values in split.items():
-            out[f"{key}_steps"] = len(values)
-            out[f"{key}_step_ms_median"] = median(values) if values else None
-            out[f"{key}_step_ms_mean"] = mean(values) if values else None
-        return out
+
+def _step_stats(name: str, seconds: list[float]) -> dict[str, Any]:
+    """How many steps, and their median and mean in ms, under keys named after `name`."""
+    return {
+        f"{name}_steps": len(seconds),
+        f"{name}_step_ms_median": 1000 * median(seconds) if seconds else None,
+        f"{name}_step_ms_mean": 1000 * mean(seconds) if seconds else None,
+    }
 
 
 @contextlib.contextmanager
