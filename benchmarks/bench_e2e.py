@@ -21,7 +21,6 @@
      editor on a thread of the training process.
    - `ours-compile`, `ours-2gpu-compile`: ours and ours-2gpu with `ip2p_compile True`; `NAME-again` runs NAME's
      options once more, with the compile cache the first run filled (a user's second run of that image size).
-   - `ours-regions`, `ours-2gpu-regions`: ours-compile and ours-2gpu-compile with `ip2p_compile_regions True`.
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
 
     python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]
@@ -77,8 +76,6 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
     "ours-compile": {"ip2p_compile": True},  # compiled InstructPix2Pix (compiled while the trainer starts up)
     "ours-2gpu-compile": {"ip2p_device": "cuda:1", "ip2p_compile": True},
     "ours-2gpu-thread-compile": {"ip2p_device": "cuda:1", "ip2p_process": False, "ip2p_compile": True},
-    "ours-regions": {"ip2p_compile": True, "ip2p_compile_regions": True},  # regional compilation at start-up
-    "ours-2gpu-regions": {"ip2p_device": "cuda:1", "ip2p_compile": True, "ip2p_compile_regions": True},
 }
 """The whole default run with these pipeline options. A name ending in "-again" runs the options of the name
 without it once more: after a compiled run, with the compile cache that run filled."""

@@ -5,10 +5,7 @@ One process, one card, the real architecture with random weights (benchmarks/mak
 - original: float16, model CPU offload, attention slicing, one view per call, condition re-encoded each edit
   (what the original code runs), and `resident`: the same one view per call with everything on the GPU;
 - ours: resident float16 with SDPA, channels-last, fused QKV, condition latents cached per view, several views
-  per UNet call (each with its own T), optionally cuDNN attention, torch.compile and CUDA graphs;
-- `batch8-regions`: regional compilation (`--pipeline.ip2p-compile-regions`): each repeated block of the UNet and
-  the VAE compiled on its own, so that blocks of one shape share one compiled graph. Run it in a fresh process
-  with an empty --compile-cache to time a cold compile (`first_call_s`), then again for the load.
+  per UNet call (each with its own T), optionally cuDNN attention, torch.compile and CUDA graphs.
 
 Prints ms per edit (per view), the speed-up over the original, achieved TFLOP/s (FLOPs counted with
 torch.utils.flop_counter.FlopCounterMode on the same edit run eagerly) and its fraction of the float16 and
@@ -86,13 +83,7 @@ class Variant:
     attention: Optional[list[str]] = None
     compile: bool = False
     cuda_graphs: bool = False
-    regions: bool = False
-    """torch.compile each repeated block (`enable_compile(regions=True)`) instead of the whole step and VAE."""
     note: str = ""
-
-    @property
-    def compiles(self) -> bool:
-        return self.compile or self.regions
 
 
 VARIANTS = {
@@ -109,7 +100,6 @@ VARIANTS = {
         Variant("batch16", views=16, note="16 views per UNet call, eager"),
         Variant("batch8-compiled", views=8, compile=True, note="8 views per call, torch.compile (the default)"),
         Variant("batch8-graphs", views=8, compile=True, cuda_graphs=True, note="8 views, compile + CUDA graphs"),
-        Variant("batch8-regions", views=8, regions=True, note="8 views per call, each repeated block compiled"),
         Variant("batch16-compiled", views=16, compile=True, note="16 views per call, torch.compile"),
         Variant("batch1-graphs", views=1, compile=True, cuda_graphs=True, note="1 view per call, compile + graphs"),
     ]
@@ -163,19 +153,13 @@ def edit_call(editor: InstructPix2PixEditor, variant: Variant, size: int, call: 
 
 @contextlib.contextmanager
 def running_eagerly(editor: InstructPix2PixEditor) -> Iterator[None]:
-    """Inside the block, what `enable_compile` compiled (whole pieces or regions) runs eagerly; kept for after."""
+    """Inside the block, what `enable_compile` compiled (the step and the VAE) runs eagerly; kept for after."""
     pieces = editor._step, editor._encode, editor._decode
-    modules = editor._regions.modules if editor._regions is not None else []
-    calls = [module._compiled_call_impl for module in modules]
     editor._step, editor._encode, editor._decode = editor.denoise_step, editor._vae_encode, editor._vae_decode
-    for module in modules:
-        module._compiled_call_impl = None
     try:
         yield
     finally:
         editor._step, editor._encode, editor._decode = pieces
-        for module, call in zip(modules, calls):
-            module._compiled_call_impl = call
 
 
 def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) -> None:
@@ -183,14 +167,14 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
         editor.enable_attention_slicing()
         editor.enable_model_cpu_offload()
     if variant.fast_kernels:  # as configure_editor does (igs2gs/fast_edits.py)
-        editor.enable_fast_kernels(channels_last=variant.compiles, group_norm=not variant.compiles)
+        editor.enable_fast_kernels(channels_last=variant.compile, group_norm=not variant.compile)
     if variant.views > 1:
         editor.enable_vae_slicing()
     editor._attention_backends = None
     if variant.attention:
         editor.enable_attention_backends(variant.attention)
-    if variant.compiles:
-        editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir, regions=variant.regions)
+    if variant.compile:
+        editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir)
         editor.pad_views_to = variant.views
 
 
@@ -227,7 +211,7 @@ def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repe
     sync()
     first = time.perf_counter() - started
     graphs = counters["stats"]["unique_graphs"] - graphs
-    for call in range(1, 4 if variant.compiles else 2):  # warm: conditions cached, graphs recorded
+    for call in range(1, 4 if variant.compile else 2):  # warm: conditions cached, graphs recorded
         edit_call(editor, variant, size, call)()
     sync()
     reset_peak()

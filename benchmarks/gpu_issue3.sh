@@ -4,9 +4,6 @@
 #   tests       tests/test_gpu.py (the CUDA-only tests), in the background while the checkpoint trains
 #   attn        benchmarks/bench_attention.py (SDPA backends at the UNet's attention shapes)
 #   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN)
-#   regions     bench_edit.py's batch8-regions (each repeated block compiled) against batch8-compiled (the whole step),
-#               each in a fresh process with an empty compile cache, then again from that cache: cold compile,
-#               cache load (first_call_s) and ms per view
 #   editprofile benchmarks/profile_edit.py (the kernels of each piece of an eager 8-view edit)
 #   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
 #   profile     benchmarks/profile_train_step.py on that checkpoint
@@ -38,16 +35,6 @@ if has edit; then
     --variants "${BENCH_EDIT_VARIANTS:-original,resident,batch8,batch8-cudnn,batch16,batch8-compiled}" \
     --breakdown "${BENCH_EDIT_BREAKDOWN:-batch8,batch8-compiled}" 2>&1 | tee -a "$OUT/run.log"
   echo "== edit stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
-fi
-if has regions; then
-  for variant in batch8-regions batch8-compiled; do
-    for pass in cold warm; do
-      python3 benchmarks/bench_edit.py --arch .gpu/models/ip2p-sd15-arch --variants "$variant" --repeats 4 \
-        --compile-cache "/tmp/igs2gs-regions/$variant" --out "$OUT/bench_edit_${variant}_$pass.json" 2>&1 \
-        | grep -v "Warning\|warn" | tail -2 | tee -a "$OUT/run.log"
-    done
-  done
-  echo "== regions stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has editprofile; then
   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k group_norm 2>&1 | tail -3 | tee -a "$OUT/run.log"

@@ -28,7 +28,6 @@ _EDITOR_SWITCHES = (
     "ip2p_use_full_precision",
     "ip2p_fast_kernels",
     "ip2p_cuda_graphs",
-    "ip2p_compile_regions",
     "edit_batch_size",
     "edit_max_side",
 )

@@ -16,8 +16,6 @@ edits (a blocking queue read, which releases the GIL).
   (Ctrl-C skips), since a default bear edit on two GPUs ends first. The editing child does not switch mid-run:
   on 2 x H200, a switch that loaded the compiled editor during round 2 of the default bear edit held edits back
   12.4 s, and that run took 127 s against 107-115 s uncompiled (benchmarks/RESULTS.md).
-  With `--pipeline.ip2p-compile-regions` (a shorter compile, not yet measured) there is no compiling child: the
-  editing child compiles in its warm-up, before its first edit.
 - The children start light: they get the editor's options (editor_options.py), not the pipeline config, and do
   not re-run the training process's main module, which multiprocessing's spawn does by default (for `ns-train`
   that imports every nerfstudio method). On a 2-core CPU a child was ready 1.0 s after its start instead of 4.9 s

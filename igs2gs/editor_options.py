@@ -23,7 +23,6 @@ class EditorOptions:
     ip2p_fast_kernels: bool
     ip2p_compile: bool
     ip2p_cuda_graphs: bool
-    ip2p_compile_regions: bool
     ip2p_compile_cache: Optional[Path]
     edit_batch_size: int
     edit_max_side: int

@@ -107,12 +107,6 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     the load), so it stays off."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
-    ip2p_compile_regions: bool = False
-    """With ip2p_compile: compile each repeated block of the UNet and the VAE on its own (regional compilation,
-    ip2p_speed.CompiledRegions) instead of the whole denoising step and VAE. Blocks of one shape share one compiled
-    graph, so the first compile should take a fraction of the whole step's 70-100 s (H200); the code between blocks
-    stays uncompiled, and there are no CUDA graphs. It compiles before the first edit, also in the edit process (no
-    second process, no mark). Not yet measured on GPUs (benchmarks/bench_edit.py's batch8-regions), so off."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
     """Folder of compiled kernels kept between runs (TORCHINDUCTOR_CACHE_DIR wins when set); None: torch's default."""
     ip2p_process: bool = True
@@ -178,9 +172,8 @@ class IGS2GSPipeline(VanillaPipeline):
     @classmethod
     def _start_edit_process(cls, config: IGS2GSPipelineConfig, editor_device: str) -> EditProcess:
         """The process that builds and runs the editor (edit_process.py); with ip2p_compile on CUDA, a second one
-        compiles it meanwhile, unless ip2p_compile_regions: the editing child then compiles before its first edit."""
-        whole_step = config.ip2p_compile and not config.ip2p_compile_regions
-        compile_ahead = whole_step and torch.device(editor_device).type == "cuda"
+        compiles it meanwhile."""
+        compile_ahead = config.ip2p_compile and torch.device(editor_device).type == "cuda"
         options = editor_options(config)  # not the config: unpickling that would import nerfstudio in the child
         return EditProcess(options, editor_device, compile_ahead=compile_ahead, builder=cls.process_editor_builder)
 

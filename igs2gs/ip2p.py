@@ -156,7 +156,6 @@ class InstructPix2PixEditor:
         self._step: Callable[..., Tensor] = self.denoise_step
         self._encode: Callable[[Tensor], tuple[Tensor, Tensor]] = self._vae_encode
         self._decode: Callable[[Tensor], Tensor] = self._vae_decode
-        self._regions: Optional[ip2p_speed.CompiledRegions] = None  # `enable_compile(regions=True)`
         self._memory_format = torch.contiguous_format
         self._qkv_fused = False
         self._attention_backends: Optional[list[Any]] = None
@@ -239,35 +238,24 @@ class InstructPix2PixEditor:
             return contextlib.nullcontext()
         return ip2p_speed.prefer_sdpa_backends(self._attention_backends)
 
-    def enable_compile(
-        self, cuda_graphs: bool = False, vae: bool = True, cache_dir: Optional[Path] = None, regions: bool = False
-    ) -> None:
+    def enable_compile(self, cuda_graphs: bool = False, vae: bool = True, cache_dir: Optional[Path] = None) -> None:
         """torch.compile the denoising step (UNet, guidance, DDIM update) and, with `vae`, the VAE encoder and
         decoder; with `cuda_graphs`, the step replays as a CUDA graph (mode "reduce-overhead"). Each new image size
         or batch size compiles once (about a minute for the UNet); `cache_dir` keeps the compiled kernels on disk
-        for later runs (TORCHINDUCTOR_CACHE_DIR, unless already set). With `regions`, each repeated block of the
-        UNet (and VAE) compiles instead (`ip2p_speed.CompiledRegions`): a shorter cold compile, the code between
-        blocks eager, no CUDA graphs. CUDA only."""
+        for later runs (TORCHINDUCTOR_CACHE_DIR, unless already set). CUDA only."""
         if self.device.type != "cuda":
             raise ValueError(f"enable_compile needs a CUDA editor, this one runs on {self.device}; leave it off on CPU")
         if self._offload_hooks:
             raise ValueError("enable_compile cannot follow enable_model_cpu_offload; call disable_model_cpu_offload")
-        if regions and cuda_graphs:
-            raise ValueError("CUDA graphs replay a whole compiled step; with regions=True leave cuda_graphs off")
         if cache_dir is not None:
             ip2p_speed.use_compile_cache(cache_dir)
-        if regions:
-            self._regions = ip2p_speed.CompiledRegions([self.unet, self.vae] if vae else [self.unet])
-            return
         self._step = ip2p_speed.compile_step(self.denoise_step, cuda_graphs=cuda_graphs)
         if vae:
             self._encode = ip2p_speed.compile_step(self._vae_encode, cuda_graphs=False)
             self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
 
-    def _compiled_pieces(self) -> list[Union[ip2p_speed.CompiledThenRunOnly, ip2p_speed.CompiledRegions]]:
-        pieces: list[Any] = [self._regions] if self._regions is not None else []
-        pieces += [p for p in (self._step, self._encode, self._decode) if isinstance(p, ip2p_speed.CompiledThenRunOnly)]
-        return pieces
+    def _compiled_pieces(self) -> list[ip2p_speed.CompiledThenRunOnly]:
+        return [p for p in (self._step, self._encode, self._decode) if isinstance(p, ip2p_speed.CompiledThenRunOnly)]
 
     @property
     def compiling(self) -> bool:
@@ -284,9 +272,6 @@ class InstructPix2PixEditor:
     def disable_compile(self) -> None:
         """Run eagerly again (the default)."""
         self._step, self._encode, self._decode = self.denoise_step, self._vae_encode, self._vae_decode
-        if self._regions is not None:
-            self._regions.undo()
-            self._regions = None
 
     def _vae_encode(self, images: Tensor) -> tuple[Tensor, Tensor]:  # [N, 3, H, W] in [-1, 1]
         posterior = self.vae.encode(images).latent_dist

@@ -103,50 +103,6 @@ def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> "Compiled
     return CompiledThenRunOnly(torch.compile(fn, mode=mode, dynamic=False), cuda_graphs=cuda_graphs)
 
 
-REGION_CLASSES = ("ResnetBlock2D", "Transformer2DModel", "Attention")
-"""The repeated blocks of the UNet and the VAE that `CompiledRegions` compiles (Attention: the VAE's mid-block
-attention; the UNet's attention layers sit inside its Transformer2DModel blocks)."""
-
-
-class CompiledRegions:
-    """Regional compilation: torch.compile every outermost module of `REGION_CLASSES` in `models`, for fixed shapes,
-    instead of a whole function. Blocks of one class and one shape share their compiled graph, so a cold compile
-    traces a score of small graphs instead of the whole denoising step; the code between blocks stays eager.
-    `compiling` and `stop_compiling` work as `CompiledThenRunOnly`'s."""
-
-    def __init__(self, models: Sequence[torch.nn.Module], backend: str = "inductor") -> None:
-        import torch._dynamo.config as dynamo_config
-
-        limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
-        setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 64))  # a graph per block shape (~25)
-        self.modules: list[torch.nn.Module] = []
-        covered: set[int] = set()
-        for model in models:
-            for module in model.modules():  # parents come before their children
-                if type(module).__name__ in REGION_CLASSES and id(module) not in covered:
-                    module.compile(dynamic=False, backend=backend)
-                    self.modules.append(module)
-                    covered.update(id(inner) for inner in module.modules())
-        self._run_only = False
-
-    @property
-    def compiling(self) -> bool:
-        """True until `stop_compiling`."""
-        return not self._run_only
-
-    def stop_compiling(self) -> None:
-        """From now on, run the compiled graphs where their guards pass and eagerly elsewhere."""
-        if not self._run_only:
-            for module in self.modules:
-                module._compiled_call_impl = torch._dynamo.run(module._compiled_call_impl)
-            self._run_only = True
-
-    def undo(self) -> None:
-        """Run the blocks eagerly again."""
-        for module in self.modules:
-            module._compiled_call_impl = None
-
-
 class CompiledThenRunOnly:
     """A torch.compile'd function that compiles until `stop_compiling`, then only runs what it compiled:
     calls that no compiled graph fits (a new shape, layout or constant) run eagerly (dynamo's run-only mode).

@@ -65,16 +65,6 @@ def check_pipeline_options(config: IGS2GSPipelineConfig) -> None:
         raise IGS2GSConfigError(
             f"--pipeline.edit-max-side must be 0 (edit at full size) or an integer >= 8, got {side!r} (default 512)"
         )
-    if config.ip2p_compile_regions and not config.ip2p_compile:
-        raise IGS2GSConfigError(
-            "--pipeline.ip2p-compile-regions chooses how --pipeline.ip2p-compile compiles; pass "
-            "--pipeline.ip2p-compile True with it"
-        )
-    if config.ip2p_compile_regions and config.ip2p_cuda_graphs:
-        raise IGS2GSConfigError(
-            "--pipeline.ip2p-compile-regions compiles each block on its own and has no whole step to replay as a "
-            "CUDA graph: leave --pipeline.ip2p-cuda-graphs off with it"
-        )
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
         raise IGS2GSConfigError(f"--pipeline.seed must be an integer >= 0, got {config.seed!r}")
     if not isinstance(config.prompt, str):

@@ -199,30 +199,3 @@ def test_the_compile_mark_changes_with_what_is_compiled(tmp_path, monkeypatch):
     assert compile_mark(config, "cuda:0", [(512, 512)], 4) != one
     assert compile_mark(config, "cuda:0", [(384, 512)], 8) != one
     assert compile_mark(SimpleNamespace(**{**vars(config), "ip2p_model": "b"}), "cuda:0", [(512, 512)], 8) != one
-
-
-def test_regional_compilation_edits_as_the_eager_editor_and_stops_compiling():
-    from torch._dynamo.utils import counters
-
-    from igs2gs.editor import EditSettings
-    from tests.tiny_ip2p import tiny_editor
-
-    torch._dynamo.reset()
-    editor = tiny_editor(device="cuda")
-    g = torch.Generator("cuda").manual_seed(0)
-    renders, originals = (torch.rand(2, 3, 64, 64, device="cuda", generator=g) for _ in range(2))
-
-    def edit() -> torch.Tensor:
-        gens = [torch.Generator("cpu").manual_seed(seed) for seed in (1, 2)]
-        return editor.edit(renders, originals, EditSettings(prompt="x"), generator=gens)
-
-    expected = edit()
-    editor.enable_compile(regions=True)
-    torch.testing.assert_close(edit(), expected, rtol=1e-3, atol=1e-3)
-    editor.stop_compiling()
-    graphs = counters["stats"]["unique_graphs"]
-    renders, originals = renders[..., :48, :48].contiguous(), originals[..., :48, :48].contiguous()
-    edit()  # a new size: runs eagerly
-    assert counters["stats"]["unique_graphs"] == graphs
-    editor.disable_compile()
-    torch._dynamo.reset()
