@@ -201,8 +201,9 @@ def profile_plain_steps(trainer: Any, steps: int) -> None:
     Path("/tmp/igs2gs-bench/profile.txt").write_text(text)
 
 
-ROUND_PROFILE_OFFSET = 300
-"""Steps into round 2 at which `profile_round_steps` starts: its first edits are under way by then."""
+ROUND_PROFILE_WINDOWS = {"round2": (1, 300), "before-round3": (2, -200)}
+"""Where `profile_round_steps` profiles: (rounds, steps) from the run's first step. "round2": round 2's first edits
+are under way; "before-round3": round 2's edits are done in a run whose editor keeps ahead, so only training runs."""
 _CUDA_CALLS = {
     "launch": ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch"),
     "sync": ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaStreamWaitEvent"),
@@ -211,44 +212,52 @@ _CUDA_CALLS = {
 
 
 def profile_round_steps(trainer: Any, steps: int, folder: Path, name: str) -> None:
-    """During the run: torch.profiler over `steps` training steps of round 2, while its edits run in the background,
-    written to `folder`/profile_round_NAME.txt (per thread: CUDA launch, synchronisation and copy calls; the busiest
-    ops) with a Chrome trace beside it. Where a step's time goes when training shares the GPU with the editor."""
-    import gzip
-    import shutil
-
+    """During the run: torch.profiler over `steps` training steps at each of `ROUND_PROFILE_WINDOWS`, written to
+    `folder`/profile_round_NAME_WINDOW.txt (per thread: CUDA launch, synchronisation and copy calls; the busiest
+    ops) with a Chrome trace beside it. Where a step's time goes while the editor works, and while it is idle."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from torch.profiler import ProfilerActivity, profile
 
-    first = trainer._start_step + trainer.pipeline.config.gs_steps + ROUND_PROFILE_OFFSET
+    gs_steps = trainer.pipeline.config.gs_steps
+    starts = {
+        label: trainer._start_step + rounds * gs_steps + offset
+        for label, (rounds, offset) in ROUND_PROFILE_WINDOWS.items()
+    }
     state: dict[str, Any] = {}
 
     def at_step(step: int) -> None:
-        if step == first:
-            state["profiler"] = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-            state["profiler"].__enter__()
-            state["editing"], state["started"] = trainer.pipeline.edit_round.active, time.perf_counter()
-        elif step == first + steps and "profiler" in state:
-            seconds = time.perf_counter() - state["started"]
-            profiler = state.pop("profiler")
-            profiler.__exit__(None, None, None)
-            text = (
-                f"{name}: {steps} steps from step {first} under torch.profiler, {1000 * seconds / steps:.2f} ms/step; "
-            )
-            text += f"a round was editing at the first: {state['editing']}\n"
-            text += per_thread_cuda_calls(profiler.events(), steps)
-            averages = profiler.key_averages()
-            text += averages.table(sort_by="self_cpu_time_total", row_limit=40)
-            text += averages.table(sort_by="self_device_time_total", row_limit=25)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"profile_round_{name}.txt").write_text(text)
-            trace = Path(f"/tmp/igs2gs-bench/trace_round_{name}.json")
-            profiler.export_chrome_trace(str(trace))
-            with trace.open("rb") as raw, gzip.open(folder / f"trace_round_{name}.json.gz", "wb") as packed:
-                shutil.copyfileobj(raw, packed)
+        for label, first in starts.items():
+            if step == first:
+                state["profiler"] = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+                state["profiler"].__enter__()
+                state["editing"], state["started"] = trainer.pipeline.edit_round.active, time.perf_counter()
+            elif step == first + steps and "profiler" in state:
+                write_round_profile(state, steps, folder, f"{name}_{label}", first)
 
     where = [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION]
     trainer.callbacks.append(TrainingCallback(where, at_step))
+
+
+def write_round_profile(state: dict[str, Any], steps: int, folder: Path, tag: str, first: int) -> None:
+    """Stop the profiler in `state` and write its report and Chrome trace (see `profile_round_steps`)."""
+    import gzip
+    import shutil
+
+    seconds = time.perf_counter() - state["started"]
+    profiler = state.pop("profiler")
+    profiler.__exit__(None, None, None)
+    text = f"{tag}: {steps} steps from step {first} under torch.profiler, {1000 * seconds / steps:.2f} ms/step; "
+    text += f"a round was editing at the first: {state['editing']}\n"
+    text += per_thread_cuda_calls(profiler.events(), steps)
+    averages = profiler.key_averages()
+    text += averages.table(sort_by="self_cpu_time_total", row_limit=40)
+    text += averages.table(sort_by="self_device_time_total", row_limit=25)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"profile_round_{tag}.txt").write_text(text)
+    trace = Path(f"/tmp/igs2gs-bench/trace_round_{tag}.json")
+    profiler.export_chrome_trace(str(trace))
+    with trace.open("rb") as raw, gzip.open(folder / f"trace_round_{tag}.json.gz", "wb") as packed:
+        shutil.copyfileobj(raw, packed)
 
 
 def per_thread_cuda_calls(events: Any, steps: int) -> str:

@@ -70,15 +70,19 @@ if has aot; then
   echo "== aot stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has e2e; then
+  # every 5 s, the busiest processes (their CPU share over those 5 s): what else runs beside a run's training
+  top -b -c -d 5 -w 200 | awk '/^top -/ {n = 0} n++ < 20 {print; fflush()}' >"$OUT/top.log" &
+  TOP_PID=$!
   timeout ${E2E_TIMEOUT:-560} python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
     --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original}" --profile-dir "$OUT" ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e_stdout.txt" \
     | tail -30 | tee -a "$OUT/run.log"  # e2e_stdout.txt has each run's record as it finishes, also if the stage is cut
+  kill $TOP_PID
   cp /tmp/igs2gs-bench/out/bench_e2e.json "$OUT/" 2>/dev/null
   mkdir -p "$OUT/records" && cp /tmp/igs2gs-bench/*.json "$OUT/records/" 2>/dev/null  # each finished run's record
   cp /tmp/igs2gs-bench/profile.txt "$OUT/" 2>/dev/null
   RUNS=${E2E_RUNS:-ours,original}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
-  for r in ${RUNS//,/ }; do echo "== $r" >>"$OUT/e2e_heads.txt"; grep -v "^[0-9]\{5\} \|^---\|Step (" /tmp/igs2gs-bench/out/$r.log 2>/dev/null \
-    | head -c 5000 >>"$OUT/e2e_heads.txt"; done  # the start-up's log lines, with their times
+  for r in ${RUNS//,/ }; do echo "== $r" >>"$OUT/e2e_heads.txt"; grep "^\[..:..:..\]\|igs2gs:" /tmp/igs2gs-bench/out/$r.log 2>/dev/null \
+    | cut -c1-200 >>"$OUT/e2e_heads.txt"; done  # the run's timed and igs2gs log lines
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has consistency; then

@@ -260,9 +260,12 @@ def _serve(
 ) -> None:
     """The editing child: build the editor, then edit each batch of jobs until told to stop; with a compile
     mark in the plan, compile first (from the cache)."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
     from igs2gs.edit_guard import EditGuard
     from igs2gs.fast_edits import edit_job_batch
 
+    started = time.perf_counter()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
     _use_device(device)
     try:
@@ -270,6 +273,7 @@ def _serve(
     except BaseException as error:  # noqa: BLE001 (sent to the training process, which decides)
         results.put((False, _picklable(error), traceback.format_exc()))
         return
+    CONSOLE.log(f"igs2gs: InstructPix2Pix loaded in the edit process in {time.perf_counter() - started:.1f} s")
     results.put((True, "ready", ""))
     guard = EditGuard()
     while True:
