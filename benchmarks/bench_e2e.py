@@ -254,7 +254,8 @@ def write_round_profile(state: dict[str, Any], steps: int, folder: Path, tag: st
     text += averages.table(sort_by="self_device_time_total", row_limit=25)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"profile_round_{tag}.txt").write_text(text)
-    trace = Path(f"/tmp/igs2gs-bench/trace_round_{tag}.json")
+    trace = Path(f"/tmp/igs2gs-traces/trace_round_{tag}.json")
+    trace.parent.mkdir(parents=True, exist_ok=True)
     profiler.export_chrome_trace(str(trace))
     with trace.open("rb") as raw, gzip.open(folder / f"trace_round_{tag}.json.gz", "wb") as packed:
         shutil.copyfileobj(raw, packed)

@@ -11,6 +11,7 @@
 #   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS)
 #   consistency benchmarks/bench_consistency.py (CONS_ARGS)
 #   big         bench_e2e.py's ours-1024 run (bear upscaled to 1024 px): peak memory
+#   leftovers   benchmarks/probe_leftovers.py (processes a compiling child leaves behind, and the CPU speed after it)
 # The compile cache (~/.cache/igs2gs/torchinductor) is restored from .gpu/inductor.tar.gz when present and
 # written back to $OUT/inductor.tar.gz at the end.
 set -uo pipefail
@@ -26,6 +27,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 git log -1 --format='commit %H %cd' | tee -a "$OUT/run.log"
 CKPT=/tmp/igs2gs-bench/ckpt/trained/nerfstudio_models
 SECONDS=0
+if has leftovers; then
+  timeout 240 python3 benchmarks/probe_leftovers.py --out "$OUT/probe_leftovers.json" 2>&1 | grep "^{" | cut -c1-600 | tee -a "$OUT/run.log"
+  echo "== leftovers stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
 if has attn; then
   python3 benchmarks/bench_attention.py --out "$OUT/bench_attention.json" 2>&1 | tee -a "$OUT/run.log"
   echo "== attn stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
@@ -101,3 +106,8 @@ fi
 du -sh $CACHE/torchinductor 2>/dev/null | tee -a "$OUT/run.log"
 tar czf /tmp/inductor.tar.gz -C $CACHE torchinductor 2>/dev/null && [ "$(stat -c %s /tmp/inductor.tar.gz)" -lt 16000000 ] \
   && cp /tmp/inductor.tar.gz "$OUT/" && echo "compile cache saved ($(stat -c %s /tmp/inductor.tar.gz) bytes)" | tee -a "$OUT/run.log"
+# at most 8 files come back from $OUT: beyond that, all but run.log travel in one bundle.tgz
+if [ "$(find "$OUT" -type f | wc -l)" -gt 8 ]; then
+  (cd "$OUT" && tar czf /tmp/bundle.tgz --exclude=./run.log . && find . -type f ! -name run.log -delete \
+    && find . -mindepth 1 -type d -empty -delete && mv /tmp/bundle.tgz .)
+fi
