@@ -12,6 +12,7 @@
 #   consistency benchmarks/bench_consistency.py (CONS_ARGS)
 #   big         bench_e2e.py's ours-1024 run (bear upscaled to 1024 px): peak memory
 #   cpuspeed    benchmarks/probe_cpu_speed.py (the spread of the CPU's speed over a minute of an idle machine)
+#   journal     benchmarks/probe_journal.py (the training thread's time per journalled edit, before and with the writer thread)
 #   leftovers   benchmarks/probe_leftovers.py (processes a compiling child leaves behind, and the CPU speed after it)
 # The compile cache (~/.cache/igs2gs/torchinductor) is restored from .gpu/inductor.tar.gz when present and
 # written back to $OUT/inductor.tar.gz at the end.
@@ -32,6 +33,9 @@ if has cpuspeed; then
   (cd benchmarks && timeout 120 python3 probe_cpu_speed.py --seconds ${CPU_SECONDS:-60} --out "$OUT/probe_cpu_speed.json") 2>&1 \
     | grep "^{" | cut -c1-400 | tee -a "$OUT/run.log"
   echo "== cpuspeed stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has journal; then
+  timeout 120 python3 benchmarks/probe_journal.py --images .gpu/data/bear/images --views 60 2>&1 | grep "^{" | tee -a "$OUT/run.log"
 fi
 if has leftovers; then
   timeout 240 python3 benchmarks/probe_leftovers.py --out "$OUT/probe_leftovers.json" 2>&1 | grep "^{" | cut -c1-600 | tee -a "$OUT/run.log"

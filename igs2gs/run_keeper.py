@@ -2,7 +2,8 @@
 
 - Checkpoints: `state_dict` / `load_state_dict` carry the `RunState` (round start step, end step, edit
   settings, each view's latest edit step) and the generator states (`rng_state`).
-- Every edit goes to the run's `edits/` journal as it is made (`edit_journal`).
+- Every edit goes to the run's `edits/` journal as it is made (`edit_journal`), written on a thread of its own
+  (`background_journal`) and flushed before every checkpoint.
 - `start` (from `get_training_callbacks`, which nerfstudio 1.1.5 calls after loading the checkpoint):
   restores journal edits newer than the checkpoint, so a run killed between checkpoints loses none,
   copies the edits into the new run's journal, writes a first checkpoint of the new run (so
@@ -19,6 +20,7 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from igs2gs.background_journal import BackgroundJournal
 from igs2gs.checkpoint_checks import check_same_placement, list_checkpoints
 from igs2gs.edit_journal import EditJournal, JournalState
 from igs2gs.edit_schedule import EditRound
@@ -65,7 +67,7 @@ class RunKeeper:
         self.state = RunState()
         self.loaded_step: Optional[int] = None
         """Step of the loaded checkpoint (set by the pipeline's `load_pipeline`)."""
-        self.journal: Optional[EditJournal] = None
+        self.journal: Optional[BackgroundJournal] = None
         self.monitor = SplatChangeMonitor()
         self._pending_rng: Optional[Tuple[Dict[str, Any], Dict[str, torch.Tensor]]] = None
         self._round_finished_at: Optional[int] = None
@@ -76,7 +78,9 @@ class RunKeeper:
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self, pipeline: IGS2GSPipeline) -> Dict[str, torch.Tensor]:
-        """Checkpoint entries of the run state; generator states not yet restored are saved as loaded."""
+        """Checkpoint entries of the run state; generator states not yet restored are saved as loaded. The journal
+        is flushed first, so that it holds every edit the checkpoint's cache holds."""
+        self.flush_journal()
         plain, tensors = self._pending_rng or capture_rng(pipeline.datamanager)
         self.state.rng = plain
         return encode_run_state(self.state, tensors)
@@ -132,7 +136,7 @@ class RunKeeper:
                 if is_newest(source, step):
                     restored = self._restore_journal(pipeline, EditJournal(source.parent.parent / JOURNAL_FOLDER))
         if trainer is not None:
-            self.journal = EditJournal(Path(trainer.base_dir) / JOURNAL_FOLDER)
+            self.journal = BackgroundJournal(EditJournal(Path(trainer.base_dir) / JOURNAL_FOLDER))
             self._copy_into_journal(pipeline)
         if pipeline.edit_round.active:
             self.monitor.begin(pipeline.model.gauss_params)
@@ -197,6 +201,11 @@ class RunKeeper:
             self.journal.write_edit(idx, to_uint8(datamanager.cached_train[idx]["image"][..., :3]))
         last = self.loaded_step if self.loaded_step is not None else -1
         self.journal.write_state(self._journal_state(pipeline, last_step=last))
+
+    def flush_journal(self) -> None:
+        """Wait for the journal's queued writes (raising the first that failed)."""
+        if self.journal is not None:
+            self.journal.flush()
 
     def _journal_state(self, pipeline: IGS2GSPipeline, last_step: int) -> JournalState:
         edit_round, datamanager = pipeline.edit_round, pipeline.datamanager

@@ -1,5 +1,6 @@
 """The method's `TrainerConfig`: checks `--data`, `--load-dir` and the device before the trainer is built,
-and decides whether the checkpoint is an unfinished igs2gs run to resume or a scene to start editing.
+and decides whether the checkpoint is an unfinished igs2gs run to resume or a scene to start editing. Its trainer
+(`IGS2GSTrainer`) finishes the edit journal's writes whenever training stops.
 
 - Resume (an igs2gs checkpoint saved before its run's last step): its learning-rate schedules are
   restored (`load_scheduler` True) and the run ends at the step the interrupted run would have ended
@@ -11,12 +12,12 @@ and decides whether the checkpoint is an unfinished igs2gs run to resume or a sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Type
 
 import torch
-from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from igs2gs.checkpoint_checks import check_splatfacto_checkpoint, checkpoint_step, find_checkpoint, read_checkpoint
@@ -24,9 +25,36 @@ from igs2gs.run_state import decode_run_state
 from igs2gs.validation import check_data, check_device_exists
 
 
+class IGS2GSTrainer(Trainer):
+    """nerfstudio's trainer. When training stops, at its end, by Ctrl-C or by an error, the edit journal's queued
+    writes (background_journal.py) are done before `train` returns or raises."""
+
+    def train(self) -> None:
+        try:
+            super().train()
+        except BaseException:
+            _finish_journal(self.pipeline, quietly=True)  # the error that stopped training is the one to raise
+            raise
+        _finish_journal(self.pipeline, quietly=False)
+
+
+def _finish_journal(pipeline: Any, quietly: bool) -> None:
+    keeper = getattr(pipeline, "keeper", None)
+    if keeper is None:
+        return
+    try:
+        keeper.flush_journal()
+    except Exception as error:
+        if not quietly:
+            raise
+        CONSOLE.log(f"igs2gs: the edit journal could not be written: {error}")
+
+
 @dataclass
 class IGS2GSTrainerConfig(TrainerConfig):
     """nerfstudio's trainer config, checked before the trainer is built (see the module docstring)."""
+
+    _target: Type = field(default_factory=lambda: IGS2GSTrainer)
 
     def setup(self, **kwargs) -> Any:
         prepare_run(self)

@@ -199,3 +199,22 @@ def test_the_compile_mark_changes_with_what_is_compiled(tmp_path, monkeypatch):
     assert compile_mark(config, "cuda:0", [(512, 512)], 4) != one
     assert compile_mark(config, "cuda:0", [(384, 512)], 8) != one
     assert compile_mark(SimpleNamespace(**{**vars(config), "ip2p_model": "b"}), "cuda:0", [(512, 512)], 8) != one
+
+
+def test_the_background_journal_copies_a_cuda_edit_only_once_it_is_made(tmp_path):
+    from igs2gs.background_journal import BackgroundJournal
+    from igs2gs.edit_journal import EditJournal
+
+    journal = BackgroundJournal(EditJournal(tmp_path))
+    side = torch.cuda.Stream()  # created non-blocking: nothing orders the writer thread's copy after it but the event
+    with torch.cuda.stream(side):
+        image = torch.zeros(512, 512, 3, dtype=torch.uint8, device="cuda")
+        a = torch.randn(4096, 4096, device="cuda")
+        for _ in range(20):  # keep the stream busy for a while before the edit is written into `image`
+            a = torch.tanh(a @ a)
+        image.copy_((a[:512, :512, None] > 2).to(torch.uint8).expand(-1, -1, 3) + 77)
+        journal.write_edit(0, image)
+    journal.flush()
+    expected = image.cpu()
+    assert expected.min().item() >= 77
+    assert torch.equal(journal.journal.read_edit(0), expected)
