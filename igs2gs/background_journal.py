@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable, Deque, Optional
 
 import torch
@@ -29,10 +28,6 @@ class BackgroundJournal:
         self.journal = journal
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="igs2gs-journal")
         self._pending: Deque[Future] = deque()
-
-    @property
-    def folder(self) -> Path:
-        return self.journal.folder
 
     def write_edit(self, idx: int, image: torch.Tensor) -> None:  # image: [H, W, 3] uint8, not changed afterwards
         """Queue the edit of view `idx`. A CUDA image is copied once the work queued for it so far is done."""
