@@ -9,13 +9,14 @@ edits (a blocking queue read, which releases the GIL).
 - The child starts when the pipeline starts to be built, and loads the editor while the training process caches
   its images, loads the checkpoint and starts the viewer: loading in another process cannot meet the training
   process's threads (see editor_warm_up.py for what loading and compiling change process-wide).
-- With `--pipeline.ip2p-compile`, edits never wait for a compile, only for a load from the cache. A run whose
-  compiled editor the compile cache already holds (an earlier run left a mark there, compile_marks.py) loads it
-  before its first edit (9.5-12.4 s on an H200). Otherwise the run edits uncompiled while a second child compiles
-  the editor (70-100 s and more on an H200) for later runs; a run that ends normally waits for it to finish
-  (Ctrl-C skips), since a default bear edit on two GPUs ends first. The editing child does not switch mid-run:
-  on 2 x H200, a switch that loaded the compiled editor during round 2 of the default bear edit held edits back
-  12.4 s, and that run took 127 s against 107-115 s uncompiled (benchmarks/RESULTS.md).
+- With `--pipeline.ip2p-compile`, edits never wait for a compile. The editing child edits uncompiled from the first
+  batch while a second child builds the compiled editor and compiles it in its warm-up edits (from the compile
+  cache an earlier run filled: seconds; the first time an image size is met: 70-100 s on an H200). Once compiled,
+  that child takes over from the next batch and the uncompiled one stops: a batch is always edited whole by one
+  child, whose images are the same up to rounding. Before, a run with a filled cache loaded the compiled editor in
+  the editing child before its first edit, and training waited 13.6-20.6 s at round 2 for round 1 (2 x H200 and
+  2 x H100, benchmarks/RESULTS.md). A run that ends before its compile is done lets it finish, for at most
+  `COMPILE_WAIT_S`, so that later runs find it in the cache (Ctrl-C skips that).
 - The children start light: they get the editor's options (editor_options.py), not the pipeline config, and do
   not re-run the training process's main module, which multiprocessing's spawn does by default (for `ns-train`
   that imports every nerfstudio method). On a 2-core CPU a child was ready 1.0 s after its start instead of 4.9 s
@@ -38,15 +39,14 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.multiprocessing as mp
 
-from igs2gs.compile_marks import compile_mark, leave_mark
 from igs2gs.edit_worker import EditJob
 from igs2gs.editor import EditSettings
 
@@ -60,8 +60,6 @@ beside the editing child, longer than a default bear edit on two GPUs)."""
 EditorBuilder = Callable[[Any, Any], Any]
 """Builds the editor from the editor's options (`EditorOptions`, or a pipeline config) and a device; a module-level
 function (it is pickled by name)."""
-EditorConfigurer = Callable[[Any, Any], None]
-"""Applies the options' editor switches to a built editor (`fast_edits.configure_editor`); module-level."""
 
 _COMPILING, _COMPILED = 0, 1
 
@@ -74,12 +72,6 @@ def _default_builder() -> EditorBuilder:
     from igs2gs.fast_edits import build_ip2p_editor
 
     return build_ip2p_editor
-
-
-def _default_configurer() -> EditorConfigurer:
-    from igs2gs.fast_edits import configure_editor
-
-    return configure_editor
 
 
 def uncompiled(config: Any) -> Any:
@@ -98,54 +90,50 @@ class EditProcess:
         device: Any,
         compile_ahead: bool = False,
         builder: Optional[EditorBuilder] = None,
-        configurer: Optional[EditorConfigurer] = None,
     ) -> None:
-        """Start the child, which builds the editor at once. With `compile_ahead` (ip2p_compile on CUDA), it
-        builds it uncompiled and `plan` starts the compiling child."""
+        """Start the editing child, which builds the editor at once. With `compile_ahead` (ip2p_compile on CUDA),
+        it builds it uncompiled, and a second child builds the compiled editor, compiles it when `plan` gives the
+        sizes, and takes over from the next batch once it is done."""
         self._context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
-        self._jobs = self._context.Queue()
-        self._results = self._context.Queue()
-        self._compile_status = self._context.Value("i", _COMPILING)
         self._builder = builder or _default_builder()
-        self._config, self._device, self._compile_ahead = config, str(device), compile_ahead
-        args = (self._builder, config, self._device, compile_ahead, configurer or _default_configurer())
-        self._process = self._context.Process(
-            target=_serve,
-            args=(*args, self._jobs, self._results, os.getpid()),
-            name="igs2gs-editor",
-            daemon=True,
+        self._config, self._device = config, str(device)
+        self._compile_status = self._context.Value("i", _COMPILING)
+        self._lock = threading.Lock()  # the worker thread hands over to the compiled child; close() may run meanwhile
+        self._process, self._jobs, self._results = self._start_child(
+            uncompiled(config) if compile_ahead else config, "igs2gs-editor", status=None
         )
-        with _parent_main_hidden(self._builder, configurer):
-            self._process.start()
-        self._compiler: Optional[Any] = None
+        self._compiler: Optional[Tuple[Any, Any, Any]] = None  # (process, jobs, results) of the compiling child
+        if compile_ahead:
+            self._compiler = self._start_child(config, "igs2gs-editor-compiled", status=self._compile_status)
+        self._retired: List[Any] = []  # the uncompiled child, once the compiled one took over
+        self._edited_uncompiled = 0
         self._ready = False
         self._closed = False
         atexit.register(self.close)
 
+    def _start_child(self, config: Any, name: str, status: Optional[Any]) -> Tuple[Any, Any, Any]:
+        jobs, results = self._context.Queue(), self._context.Queue()
+        process = self._context.Process(
+            target=_serve,
+            args=(self._builder, config, self._device, jobs, results, os.getpid(), status),
+            name=name,
+            daemon=True,
+        )
+        with _parent_main_hidden(self._builder):
+            process.start()
+        return process, jobs, results
+
     def plan(self, warm_up_sizes: Sequence[Tuple[int, int]], batch_size: int, settings: EditSettings) -> None:
-        """The round's edit sizes and batch size, once the training images are known: the child warms a compiling
-        editor up with them before its first edit (editor_warm_up.py). With `compile_ahead`, the compiling child
-        starts here and compiles them, unless an earlier run left them in the compile cache: then the editing
-        child compiles at once, from the cache."""
+        """The round's edit sizes and batch size, once the training images are known: each child warms its editor
+        up with them (editor_warm_up.py); the compiling child compiles there."""
         plan = (list(warm_up_sizes), batch_size, settings)
-        mark = compile_mark(self._config, self._device, warm_up_sizes, batch_size) if self._compile_ahead else None
-        compile_now = mark is not None and mark.exists()  # an earlier run compiled this editor (compile_marks.py)
-        if compile_now:
-            self._compile_status.value = _COMPILED
-        self._jobs.put(("plan", (plan, compile_now)))
-        if self._compile_ahead and not compile_now and self._compiler is None:
-            self._compiler = self._context.Process(
-                target=_compile_ahead,
-                args=(self._builder, self._config, self._device, plan, self._compile_status, mark),
-                name="igs2gs-editor-compile",
-                daemon=True,
-            )
-            with _parent_main_hidden(self._builder):
-                self._compiler.start()
+        self._jobs.put(("plan", plan))
+        if self._compiler is not None:
+            self._compiler[1].put(("plan", plan))
 
     @property
     def compiled(self) -> bool:
-        """Whether the compile cache holds this editor: found marked at `plan`, or filled by the compiling child."""
+        """Whether the compiling child has compiled the editor (it edits from the next batch on)."""
         return self._compile_status.value == _COMPILED
 
     @property
@@ -154,13 +142,34 @@ class EditProcess:
 
     def __call__(self, jobs: List[EditJob]) -> List[Optional[torch.Tensor]]:
         """Edit `jobs` (their renders must be ready) in the child; waits for the editor on the first call."""
+        if self._compiler is not None and self.compiled:
+            self._hand_over()
         if self._closed:
             raise EditProcessError("the edit process was closed")
         if not self._ready:
             self._receive()  # the child's "ready", or its start-up error
             self._ready = True
         self._jobs.put(("edit", [_moved(job, "cpu") for job in jobs]))
-        return self._receive()
+        images = self._receive()
+        if self._compiler is not None:
+            self._edited_uncompiled += len(jobs)
+        return images
+
+    def _hand_over(self) -> None:
+        """From now on the compiled child edits; the uncompiled one stops after its last batch (none is in flight:
+        a call waits for its edits)."""
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        with self._lock:
+            if self._closed or self._compiler is None:
+                return
+            self._jobs.put(_STOP)
+            self._retired.append(self._process)
+            (self._process, self._jobs, self._results), self._compiler = self._compiler, None
+            self._ready = False  # its "ready" is waiting in its queue
+        CONSOLE.log(
+            f"igs2gs: the compiled InstructPix2Pix takes over ({self._edited_uncompiled} views were edited uncompiled)"
+        )
 
     def _receive(self) -> Any:
         """The child's next message; raises the error it sent, or EditProcessError when it is gone."""
@@ -180,43 +189,54 @@ class EditProcess:
             raise value
 
     def close(self, timeout: float = 30.0, finish_compile: bool = False) -> None:
-        """Stop the child after the batch in progress. A compiling child still at work stops too, unless
+        """Stop the children after the batch in progress. A compiling child still at work stops too, unless
         `finish_compile` (training ended normally): then it may finish, for up to `COMPILE_WAIT_S`, so that later
         runs find the compiled editor in the cache; Ctrl-C skips that. Safe to call twice."""
-        if self._closed:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _stop(self._process, self._jobs, timeout)
+        for process in self._retired:
+            _stop(process, None, timeout)
+        if self._compiler is None:
             return
-        self._closed = True
-        if self._process.is_alive():
-            self._jobs.put(_STOP)
-            self._process.join(timeout)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(timeout)
-        if self._compiler is not None and self._compiler.is_alive() and finish_compile:
-            self._await_compile()
-        if self._compiler is not None and self._compiler.is_alive():
-            self._compiler.terminate()
-            self._compiler.join(timeout)
+        process, jobs, _ = self._compiler
+        if finish_compile and process.is_alive() and not self.compiled:
+            self._await_compile(process)
+        _stop(process, jobs if self.compiled else None, timeout)  # a child still compiling reads no queue
 
-    def _await_compile(self) -> None:
-        """Wait for the compiling child (it leaves its mark when done); Ctrl-C or `COMPILE_WAIT_S` end the wait."""
+    def _await_compile(self, process: Any) -> None:
+        """Wait for the compiling child to finish its compile; Ctrl-C or `COMPILE_WAIT_S` end the wait."""
         from nerfstudio.utils.rich_utils import CONSOLE
 
         CONSOLE.log(
             "igs2gs: training is done; the background compile of InstructPix2Pix finishes for later runs "
             f"(at most {COMPILE_WAIT_S:.0f} s; Ctrl-C skips it, and the next run compiles again)"
         )
+        deadline = time.monotonic() + COMPILE_WAIT_S
         try:
-            self._compiler.join(COMPILE_WAIT_S)
+            while process.is_alive() and not self.compiled and time.monotonic() < deadline:
+                process.join(_POLL_S)
         except KeyboardInterrupt:
             CONSOLE.log("igs2gs: background compile skipped")
+
+
+def _stop(process: Any, jobs: Optional[Any], timeout: float) -> None:
+    """Ask a child to stop through its `jobs` queue (None: it reads none now) and wait; terminate it otherwise."""
+    if process.is_alive() and jobs is not None:
+        jobs.put(_STOP)
+        process.join(timeout)
+    if process.is_alive():
+        process.terminate()
+        process.join(timeout)
 
 
 @contextlib.contextmanager
 def _parent_main_hidden(*functions: Optional[Callable[..., Any]]) -> Iterator[None]:
     """While a child is spawned: hide the main module's file and spec, so that the child does not run the parent's
     main script (multiprocessing's spawn re-runs it as `__mp_main__` to find functions defined there). Kept when one
-    of `functions` (the child's builder and configurer) lives in the main module: the child needs it then."""
+    of `functions` (the child's builder) lives in the main module: the child needs it then."""
     main = sys.modules.get("__main__")
     if main is None or any(getattr(fn, "__module__", None) == "__main__" for fn in functions):
         yield
@@ -252,14 +272,14 @@ def _serve(
     builder: EditorBuilder,
     config: Any,
     device: str,
-    compile_ahead: bool,
-    configurer: EditorConfigurer,
     jobs: Any,
     results: Any,
     parent: int,
+    compile_status: Optional[Any],
 ) -> None:
-    """The editing child: build the editor, then edit each batch of jobs until told to stop; with a compile
-    mark in the plan, compile first (from the cache)."""
+    """A child: build the editor, then edit each batch of jobs until told to stop. The compiling child (one given
+    `compile_status`) first compiles the editor in its warm-up edits, then sets the status and says it is ready;
+    if that fails, it says so in its output and stops, and the run stays uncompiled."""
     from nerfstudio.utils.rich_utils import CONSOLE
 
     from igs2gs.edit_guard import EditGuard
@@ -268,29 +288,37 @@ def _serve(
     started = time.perf_counter()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the training process's to handle
     _use_device(device)
+    compiling = compile_status is not None
+    if compiling:
+        CONSOLE.log("igs2gs: compiling InstructPix2Pix in the background; edits run uncompiled until it is done")
     try:
-        editor = builder(uncompiled(config) if compile_ahead else config, device)
+        editor = builder(config, device)
+        if compiling:
+            plan = _next_plan(jobs, parent)
+            if plan is None:
+                return
+            _warm_up(editor, plan, device)
     except BaseException as error:  # noqa: BLE001 (sent to the training process, which decides)
+        if compiling:
+            CONSOLE.log(
+                f"igs2gs: compiling InstructPix2Pix failed; this run edits uncompiled:\n{traceback.format_exc()}"
+            )
+            return
         results.put((False, _picklable(error), traceback.format_exc()))
         return
-    CONSOLE.log(f"igs2gs: InstructPix2Pix loaded in the edit process in {time.perf_counter() - started:.1f} s")
+    what = "compiled" if compiling else "loaded"
+    CONSOLE.log(f"igs2gs: InstructPix2Pix {what} in the edit process in {time.perf_counter() - started:.1f} s")
+    if compiling:
+        compile_status.value = _COMPILED
     results.put((True, "ready", ""))
     guard = EditGuard()
     while True:
-        try:
-            kind, message = jobs.get(timeout=_POLL_S)
-        except queue.Empty:
-            if os.getppid() != parent:  # the training process is gone
-                return
-            continue
+        kind, message = _next_message(jobs, parent)
         if kind == "stop":
             return
         try:
             if kind == "plan":
-                plan, compile_now = message
-                _warm_up(editor, plan, device)
-                if compile_now:
-                    _switch_to_compiled(editor, config, configurer, plan, device)
+                _warm_up(editor, message, device)
                 continue
             batch = [_moved(job, device) for job in message]
             with torch.no_grad():
@@ -299,6 +327,22 @@ def _serve(
             results.put((True, images, ""))
         except BaseException as error:  # noqa: BLE001
             results.put((False, _picklable(error), traceback.format_exc()))
+
+
+def _next_message(jobs: Any, parent: int) -> Tuple[str, Any]:
+    """The next message for a child; ("stop", None) when the training process is gone."""
+    while True:
+        try:
+            return jobs.get(timeout=_POLL_S)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return _STOP
+
+
+def _next_plan(jobs: Any, parent: int) -> Optional[Any]:
+    """The compiling child's plan; None when it is told to stop first."""
+    kind, message = _next_message(jobs, parent)
+    return message if kind == "plan" else None
 
 
 def _use_device(device: str) -> None:
@@ -311,42 +355,3 @@ def _warm_up(editor: Any, plan: Tuple[List[Tuple[int, int]], int, EditSettings],
 
     sizes, batch_size, settings = plan
     warm_up_editor(editor, sizes, batch_size, settings, device)
-
-
-def _switch_to_compiled(editor: Any, config: Any, configurer: EditorConfigurer, plan: Any, device: str) -> None:
-    """Compile the editing child's editor from the cache an earlier run filled; stay uncompiled on failure."""
-    from nerfstudio.utils.rich_utils import CONSOLE
-
-    started = time.perf_counter()
-    try:
-        configurer(editor, config)
-        _warm_up(editor, plan, device)
-    except Exception:  # noqa: BLE001 (edits go on uncompiled)
-        trace = traceback.format_exc()
-        CONSOLE.log(f"igs2gs: compiled InstructPix2Pix failed to load; edits run uncompiled:\n{trace}")
-        getattr(editor, "disable_compile", lambda: None)()
-        configurer(editor, uncompiled(config))
-        return
-    CONSOLE.log(f"igs2gs: compiled InstructPix2Pix loaded from the cache in {time.perf_counter() - started:.1f} s")
-
-
-def _compile_ahead(
-    builder: EditorBuilder, config: Any, device: str, plan: Any, status: Any, mark: Optional[Path]
-) -> None:
-    """The compiling child: build the compiled editor and compile it in its warm-up edits, which fills the compile
-    cache for later runs; then leave its mark (compile_marks.py), set `status` and exit."""
-    from nerfstudio.utils.rich_utils import CONSOLE
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _use_device(device)
-    started = time.perf_counter()
-    CONSOLE.log("igs2gs: compiling InstructPix2Pix in the background for later runs; this one edits uncompiled")
-    try:
-        editor = builder(config, device)
-        _warm_up(editor, plan, device)
-    except Exception:  # noqa: BLE001 (edits go on uncompiled)
-        CONSOLE.log(f"igs2gs: compiling InstructPix2Pix failed; later runs will try again:\n{traceback.format_exc()}")
-        return
-    leave_mark(mark)
-    CONSOLE.log(f"igs2gs: InstructPix2Pix compiled in {time.perf_counter() - started:.1f} s")
-    status.value = _COMPILED

@@ -3,7 +3,7 @@
 The edit process (edit_process.py) is spawned, so what it is given is unpickled there: an
 `IGS2GSPipelineConfig` would import nerfstudio's pipeline, model, datamanager and viewer modules in the child
 before it starts loading InstructPix2Pix (2.4 s of a 3.4 s child start on a 2-core CPU, measured with a
-stand-in editor). These are the fields the child and the compile marks read.
+stand-in editor). These are the fields the child reads.
 """
 
 from __future__ import annotations

@@ -101,10 +101,10 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     512 px view alone, 0.15-0.16 instead of 0.24 s per view editing in the background on a second GPU. In the training
     process it compiles in the editor's warm-up edit at start-up (never later: editor_warm_up.py): about 70 s the first
     time an image size is met, then a load from ip2p_compile_cache. With ip2p_process, edits never wait for a compile:
-    a run the cache already serves compiles at once from it, otherwise it edits uncompiled while a second process
-    fills the cache for later runs (edit_process.py); a run that ends normally lets that compile finish (Ctrl-C
-    skips it). No default run was faster with it (benchmarks/RESULTS.md: the first run pays the compile, later ones
-    the load), so it stays off."""
+    they start uncompiled while a second process compiles the editor (from the cache when an earlier run filled it)
+    and takes over from the next batch once it is done (edit_process.py); a run that ends first lets that compile
+    finish for later runs (Ctrl-C skips it). No default run was faster with it so far (benchmarks/RESULTS.md: the
+    first run pays the compile, later ones the load), so it stays off."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")

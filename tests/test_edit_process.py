@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -69,8 +70,8 @@ def dying_editor(config, device):
 
 
 class SwitchingEditor(InvertEditor):
-    """Writes 1 into its second pixel once compiled (by `compile_switch`) and 0 before; a compiling editor
-    counts as compiled only after its warm-up."""
+    """Writes 1 into its second pixel when compiled and 0 when not; a compiling editor counts as compiled only
+    after its warm-up."""
 
     def __init__(self, compiled: bool) -> None:
         super().__init__()
@@ -96,10 +97,6 @@ def uncompilable_editor(config, device):
     if config.ip2p_compile:
         raise RuntimeError("inductor failed")
     return SwitchingEditor(compiled=False)
-
-
-def compile_switch(editor, config):
-    editor.compiled = editor.compiling = config.ip2p_compile
 
 
 def _jobs(views):
@@ -199,84 +196,79 @@ def _compiled_flags(process, views) -> list:
     return [image[0, 1, 0, 0].item() for image in process(_jobs(views))]
 
 
-def test_a_first_run_edits_uncompiled_while_the_compiling_child_fills_the_cache(tmp_path, monkeypatch):
-    import igs2gs.edit_process as edit_process_module
+def _wait_until(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
-    mark = tmp_path / "igs2gs-compiled" / "mark"
-    monkeypatch.setattr(edit_process_module, "compile_mark", lambda *args: mark)  # decided in this process
-    config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
-    with _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch) as process:
+
+COMPILING = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
+
+
+def test_edits_run_uncompiled_until_the_compiled_child_takes_over(capsys):
+    with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
+        uncompiled_child = process._process
         assert _compiled_flags(process, [0, 1]) == [0.0, 0.0], "the first edits do not wait for the compile"
-        process._compiler.join(60)
-        assert process._compiler.exitcode == 0 and process.compiled and mark.exists(), "it leaves its mark"
-        time.sleep(1.5)  # more than the child's poll
-        assert _compiled_flags(process, [2, 3]) == [0.0, 0.0], "no switch mid-run"
-    with _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch) as second:
-        assert second._compiler is None and second.compiled, "no compiling child: the cache has it"
-        assert _compiled_flags(second, [0, 1]) == [1.0, 1.0], "compiled from the first edit on"
+        assert _compiled_flags(process, [2]) == [0.0]
+        _wait_until(lambda: process.compiled)
+        assert _compiled_flags(process, [3, 4]) == [1.0, 1.0], "compiled from the next batch on"
+        assert process._process is not uncompiled_child and process.alive
+        uncompiled_child.join(30)
+        assert uncompiled_child.exitcode == 0, "the uncompiled child stops when it is told"
+        assert _compiled_flags(process, [5]) == [1.0]
+    assert not process.alive
+    assert "takes over (3 views were edited uncompiled)" in capsys.readouterr().out
 
 
-def _compiling_process(tmp_path, monkeypatch):
+def test_a_batch_after_the_compile_waits_for_no_one():
+    with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
+        _wait_until(lambda: process.compiled)  # compiled before the first edit (a warm compile cache)
+        assert _compiled_flags(process, [0, 1]) == [1.0, 1.0]
+
+
+def test_a_run_that_ends_normally_lets_its_compile_finish_for_later_runs():
+    with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
+        _compiled_flags(process, [0])
+        compiler = process._compiler[0]
+        assert compiler.is_alive() and not process.compiled, "the compile takes longer than this short run"
+        process.close(finish_compile=True)
+        assert process.compiled and compiler.exitcode == 0, "it compiled, then stopped when told"
+
+
+def test_a_run_that_stops_otherwise_stops_its_compile():
+    with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
+        _compiled_flags(process, [0])
+        compiler = process._compiler[0]
+        process.close()
+        assert compiler.exitcode != 0 and not process.compiled
+
+
+def test_ctrl_c_skips_the_wait_for_the_compile(monkeypatch, capsys):
     import igs2gs.edit_process as edit_process_module
 
-    mark = tmp_path / "igs2gs-compiled" / "mark"
-    monkeypatch.setattr(edit_process_module, "compile_mark", lambda *args: mark)
-    config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
-    return _process(slowly_compiled_editor, config=config, compile_ahead=True, configurer=compile_switch), mark
-
-
-def test_a_run_that_ends_normally_lets_its_compile_finish_for_later_runs(tmp_path, monkeypatch):
-    processes, mark = _compiling_process(tmp_path, monkeypatch)
-    with processes as process:
+    with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
         _compiled_flags(process, [0])
-        assert process._compiler.is_alive(), "the compile takes longer than this short run"
-        process.close(finish_compile=True)
-        assert process._compiler.exitcode == 0 and mark.exists()
-
-
-def test_a_run_that_stops_otherwise_stops_its_compile(tmp_path, monkeypatch):
-    processes, mark = _compiling_process(tmp_path, monkeypatch)
-    with processes as process:
-        _compiled_flags(process, [0])
-        process.close()
-        assert process._compiler.exitcode != 0 and not mark.exists()
-
-
-def test_ctrl_c_skips_the_wait_for_the_compile(tmp_path, monkeypatch, capsys):
-    processes, mark = _compiling_process(tmp_path, monkeypatch)
-    with processes as process:
-        _compiled_flags(process, [0])
-        compiler = process._compiler
+        compiler = process._compiler[0]
         join = compiler.join
 
         def interrupted_join(timeout=None):
-            if timeout is not None and timeout > 60:  # the wait for the compile, not the join after terminate()
+            if timeout == edit_process_module._POLL_S:  # the wait for the compile, not the join after terminate()
                 raise KeyboardInterrupt
             return join(timeout)
 
         monkeypatch.setattr(compiler, "join", interrupted_join)
         process.close(finish_compile=True)  # does not raise: the run's end goes on
-        assert not compiler.is_alive() and not mark.exists()
+        assert not compiler.is_alive() and not process.compiled
     assert "background compile skipped" in capsys.readouterr().out
 
 
 def test_a_failed_compile_leaves_the_edits_uncompiled():
-    config = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
-    with _process(uncompilable_editor, config=config, compile_ahead=True, configurer=compile_switch) as process:
-        process._compiler.join(60)
+    with _process(uncompilable_editor, config=COMPILING, compile_ahead=True) as process:
+        process._compiler[0].join(60)
         assert not process.compiled
         assert _compiled_flags(process, [0, 1]) == [0.0, 0.0]
-
-
-def test_the_compile_mark_names_what_was_compiled(tmp_path, monkeypatch):
-    from igs2gs.compile_marks import compile_cache_folder, compile_mark
-
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    config = SimpleNamespace(ip2p_compile_cache=tmp_path, ip2p_model="a", edit_batch_size=8)
-    assert compile_cache_folder(config) == tmp_path
-    assert compile_mark(config, "cpu", [(512, 512)], 8) is None, "only GPU editors compile"
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "env"))
-    assert compile_cache_folder(config) == tmp_path / "env"
+        assert _compiled_flags(process, [2]) == [0.0]
 
 
 CHILD_UNDER_A_HEAVY_MAIN = """
@@ -335,17 +327,13 @@ def test_a_main_module_is_hidden_only_while_a_child_spawns_and_kept_for_its_own_
         assert (main.__dict__.get("__file__"), main.__dict__.get("__spec__")) == before
 
 
-def test_the_editor_options_hold_what_the_child_and_the_compile_mark_read(tmp_path, monkeypatch):
+def test_the_editor_options_hold_what_the_child_reads():
     from dataclasses import fields
 
-    import igs2gs.compile_marks as marks
     from igs2gs.editor_options import EditorOptions, editor_options
 
-    config = pipeline_module.IGS2GSPipelineConfig(ip2p_compile=True, edit_max_side=256, ip2p_compile_cache=tmp_path)
+    config = pipeline_module.IGS2GSPipelineConfig(ip2p_compile=True, edit_max_side=256, ip2p_compile_cache=Path("c"))
     options = editor_options(config)
     names = {option.name for option in fields(EditorOptions)}
-    assert set(marks._EDITOR_SWITCHES) <= names
+    assert {"ip2p_model", "ip2p_compile", "ip2p_compile_cache", "edit_max_side", "ip2p_fast_kernels"} <= names
     assert all(getattr(options, name) == getattr(config, name) for name in names)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
-    where = ("cuda:1", [(512, 512)], 8)
-    assert marks.compile_mark(options, *where) == marks.compile_mark(config, *where)

@@ -186,21 +186,6 @@ def test_a_two_gpu_run_edits_in_a_process_of_its_own(splatfacto_run, tmp_path, r
     assert not pipeline.edit_process.alive
 
 
-def test_the_compile_mark_changes_with_what_is_compiled(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from igs2gs.compile_marks import compile_mark
-
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    config = SimpleNamespace(ip2p_compile_cache=tmp_path, ip2p_model="a", edit_batch_size=8)
-    one = compile_mark(config, "cuda:0", [(512, 512)], 8)
-    assert one is not None and one.parent == tmp_path / "igs2gs-compiled"
-    assert compile_mark(config, "cuda:0", [(512, 512)], 8) == one
-    assert compile_mark(config, "cuda:0", [(512, 512)], 4) != one
-    assert compile_mark(config, "cuda:0", [(384, 512)], 8) != one
-    assert compile_mark(SimpleNamespace(**{**vars(config), "ip2p_model": "b"}), "cuda:0", [(512, 512)], 8) != one
-
-
 def test_the_background_journal_copies_a_cuda_edit_only_once_it_is_made(tmp_path):
     from igs2gs.background_journal import BackgroundJournal
     from igs2gs.edit_journal import EditJournal
