@@ -35,7 +35,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 STARTED = time.perf_counter()
 
@@ -102,6 +102,8 @@ def child(args: argparse.Namespace) -> None:
         timings, setup_s = Timings(trainer), time.perf_counter() - STARTED
         if name in args.profile_round.split(","):
             profile_round_steps(trainer, args.profile_round_steps, args.profile_dir, name)
+        if name in args.sample_round.split(","):
+            sample_round_steps(trainer, args.sample_round_steps, args.profile_dir, name)
         train_s = timed_train(trainer, args.ours_steps)
         if name == "ours" and args.profile_steps:
             profile_plain_steps(trainer, args.profile_steps)
@@ -204,6 +206,7 @@ def profile_plain_steps(trainer: Any, steps: int) -> None:
 ROUND_PROFILE_WINDOWS = {"round2": (1, 300), "before-round3": (2, -200)}
 """Where `profile_round_steps` profiles: (rounds, steps) from the run's first step. "round2": round 2's first edits
 are under way; "before-round3": round 2's edits are done in a run whose editor keeps ahead, so only training runs."""
+WindowCall = Callable[[str, int], None]
 _CUDA_CALLS = {
     "launch": ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch"),
     "sync": ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaStreamWaitEvent"),
@@ -211,31 +214,70 @@ _CUDA_CALLS = {
 }
 
 
-def profile_round_steps(trainer: Any, steps: int, folder: Path, name: str) -> None:
-    """During the run: torch.profiler over `steps` training steps at each of `ROUND_PROFILE_WINDOWS`, written to
-    `folder`/profile_round_NAME_WINDOW.txt (per thread: CUDA launch, synchronisation and copy calls; the busiest
-    ops) with a Chrome trace beside it. Where a step's time goes while the editor works, and while it is idle."""
+def at_round_windows(trainer: Any, steps: int, begin: WindowCall, end: WindowCall) -> None:
+    """Call `begin(label, first_step)` at the first step of each of `ROUND_PROFILE_WINDOWS` and `end(label,
+    first_step)` `steps` steps later (training callbacks of the run)."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
-    from torch.profiler import ProfilerActivity, profile
 
     gs_steps = trainer.pipeline.config.gs_steps
     starts = {
         label: trainer._start_step + rounds * gs_steps + offset
         for label, (rounds, offset) in ROUND_PROFILE_WINDOWS.items()
     }
-    state: dict[str, Any] = {}
 
     def at_step(step: int) -> None:
         for label, first in starts.items():
             if step == first:
-                state["profiler"] = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-                state["profiler"].__enter__()
-                state["editing"], state["started"] = trainer.pipeline.edit_round.active, time.perf_counter()
-            elif step == first + steps and "profiler" in state:
-                write_round_profile(state, steps, folder, f"{name}_{label}", first)
+                begin(label, first)
+            elif step == first + steps:
+                end(label, first)
 
-    where = [TrainingCallbackLocation.BEFORE_TRAIN_ITERATION]
-    trainer.callbacks.append(TrainingCallback(where, at_step))
+    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], at_step))
+
+
+def profile_round_steps(trainer: Any, steps: int, folder: Path, name: str) -> None:
+    """During the run: torch.profiler over `steps` training steps at each of `ROUND_PROFILE_WINDOWS`, written to
+    `folder`/profile_round_NAME_WINDOW.txt (per thread: CUDA launch, synchronisation and copy calls; the busiest
+    ops) with a Chrome trace beside it. Where a step's time goes while the editor works, and while it is idle."""
+    from torch.profiler import ProfilerActivity, profile
+
+    state: dict[str, Any] = {}
+
+    def begin(label: str, first: int) -> None:
+        state["profiler"] = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+        state["profiler"].__enter__()
+        state["editing"], state["started"] = trainer.pipeline.edit_round.active, time.perf_counter()
+
+    def end(label: str, first: int) -> None:
+        if "profiler" in state:
+            write_round_profile(state, steps, folder, f"{name}_{label}", first)
+
+    at_round_windows(trainer, steps, begin, end)
+
+
+def sample_round_steps(trainer: Any, steps: int, folder: Path, name: str) -> None:
+    """During the run: the training thread's Python stacks sampled (benchmarks/stack_sampler.py) over `steps` steps
+    at each of `ROUND_PROFILE_WINDOWS`, written to `folder`/sample_round_NAME_WINDOW.txt: the time between torch's
+    ops that torch.profiler does not show."""
+    from benchmarks.stack_sampler import StackSampler
+
+    state: dict[str, Any] = {}
+
+    def begin(label: str, first: int) -> None:
+        state["editing"] = trainer.pipeline.edit_round.active
+        state["sampler"] = StackSampler().start()
+
+    def end(label: str, first: int) -> None:
+        sampler = state.pop("sampler", None)
+        if sampler is None:
+            return
+        sampler.stop()
+        title = f"{name}_{label}: {steps} steps from step {first}, {1000 * sampler.seconds / steps:.2f} ms/step; "
+        title += f"a round was editing at the first: {state['editing']}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"sample_round_{name}_{label}.txt").write_text(sampler.report(title))
+
+    at_round_windows(trainer, steps, begin, end)
 
 
 def write_round_profile(state: dict[str, Any], steps: int, folder: Path, tag: str, first: int) -> None:
@@ -320,6 +362,8 @@ def main() -> None:
     parser.add_argument("--profile-startup", default="", help="runs whose set-up runs under cProfile (comma list)")
     parser.add_argument("--profile-round", default="", help="runs profiled during round 2's edits (comma list)")
     parser.add_argument("--profile-round-steps", type=int, default=40, help="steps that profile covers")
+    parser.add_argument("--sample-round", default="", help="runs whose training thread is sampled in round 2 (list)")
+    parser.add_argument("--sample-round-steps", type=int, default=300, help="steps that sampling covers")
     parser.add_argument("--profile-dir", type=Path, default=Path("/tmp/igs2gs-bench"), help="where those go")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -335,6 +379,7 @@ def main() -> None:
     passthrough += ["--original-edits", str(args.original_edits), "--original-plain", str(args.original_plain)]
     passthrough += ["--profile-steps", str(args.profile_steps), "--profile-startup", args.profile_startup]
     passthrough += ["--profile-round", args.profile_round, "--profile-round-steps", str(args.profile_round_steps)]
+    passthrough += ["--sample-round", args.sample_round, "--sample-round-steps", str(args.sample_round_steps)]
     passthrough += ["--profile-dir", str(args.profile_dir)]
     if args.ours_steps:
         passthrough += ["--ours-steps", str(args.ours_steps)]
