@@ -14,12 +14,14 @@ from nerfstudio.plugins.types import MethodSpecification
 from igs2gs.checkpoint_compat import allow_numpy_scalars_in_checkpoints
 from igs2gs.cpu_fallback import install_cpu_fallback
 from igs2gs.gsplat_streams import order_sh_kernels_with_current_stream
+from igs2gs.gsplat_syncs import invert_without_sync
 from igs2gs.igs2gs_pipeline import IGS2GSPipelineConfig
 from igs2gs.trainer_config import IGS2GSTrainerConfig
 
 allow_numpy_scalars_in_checkpoints()
 install_cpu_fallback()
 order_sh_kernels_with_current_stream()
+invert_without_sync()
 
 EDIT_ITERATIONS = 7500
 """Default length of an edit: 7,500 steps after the checkpoint's step (3 rounds at gs_steps 2,500)."""
@@ -35,7 +37,7 @@ igs2gs_method = MethodSpecification(
         method_name="igs2gs",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
-        steps_per_save=250,
+        steps_per_save=1000,  # edits are journalled as they land (edit_journal.py); a checkpoint holds them all
         max_num_iterations=EDIT_ITERATIONS,
         save_only_latest_checkpoint=True,
         mixed_precision=False,

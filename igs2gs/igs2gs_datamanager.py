@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Dict, List, Literal, Mapping, Set, Tuple, Type
 
 import torch
@@ -10,6 +11,8 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+
+from igs2gs.step_cameras import StepCameras
 
 
 @dataclass
@@ -50,15 +53,24 @@ class IGS2GSDataManager(FullImageDatamanager):
         """Number of training views (the length of a dataset-update round)."""
         return len(self.train_dataset)
 
+    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
+        """nerfstudio's next training view (the same order), with its camera from `step_cameras`."""
+        idx = self.train_unseen_cameras.pop(0)
+        if not self.train_unseen_cameras:
+            self.train_unseen_cameras = self.sample_train_cameras()
+        return self.next_train_idx(idx)
+
     def next_train_idx(self, idx: int) -> Tuple[Cameras, Dict]:
         """The training camera and cached image of view `idx` (the round's order, not the random one)."""
         data = self.cached_train[idx].copy()  # a copy, as next_train does (nerfstudio issue #3335)
         data["image"] = data["image"].to(self.device)
-        camera = self.train_cameras[idx : idx + 1].to(self.device)
-        if camera.metadata is None:
-            camera.metadata = {}
-        camera.metadata["cam_idx"] = idx
-        return camera, data
+        return self.step_cameras(idx), data
+
+    @cached_property
+    def step_cameras(self) -> StepCameras:
+        """The training cameras, read by a training step without host-device synchronisations (step_cameras.py)."""
+        self.cached_train  # noqa: B018 (caching the images may undistort the cameras)
+        return StepCameras(self.train_cameras, self.device)
 
     def original_image(self, idx: int) -> torch.Tensor:
         """The original photo of view `idx`, RGB only: [H, W, 3] float32 in [0, 1]."""
