@@ -130,6 +130,7 @@ class Timings:
         self.edits: list[float] = []
         self.background_edits: list[float] = []  # worker seconds per view (background rounds)
         self.round_waits: list[float] = []  # training waiting for a round's last edits (background rounds)
+        self.gc = GarbageCollections()  # Python's collections in this process while it trains
         pipeline, iteration, edit_view = trainer.pipeline, trainer.train_iteration, trainer.pipeline.edit_view
 
         def timed_iteration(step: int) -> Any:
@@ -185,7 +186,29 @@ class Timings:
             "background_edits": len(self.background_edits),
             "background_edit_s_per_view_median": median(self.background_edits) if self.background_edits else None,
             "round_waits_s": [round(t, 2) for t in self.round_waits],
+            "gc_collections": self.gc.summary(),
         }
+
+
+class GarbageCollections:
+    """Count and time Python's garbage collections per generation from now on (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.counts, self.seconds = [0, 0, 0], [0.0, 0.0, 0.0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.counts[info["generation"]] += 1
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+
+    def summary(self) -> dict[str, list]:
+        return {f"gen{g}": [self.counts[g], round(self.seconds[g], 3)] for g in range(3)}
 
 
 def _step_stats(name: str, seconds: list[float]) -> dict[str, Any]:

@@ -203,3 +203,9 @@ def test_the_background_journal_copies_a_cuda_edit_only_once_it_is_made(tmp_path
     expected = image.cpu()
     assert expected.min().item() >= 77
     assert torch.equal(journal.journal.read_edit(0), expected)
+
+
+def test_one_pass_of_the_fused_adams_makes_torchs_update_on_cuda():
+    from tests.test_grouped_adam import step_both
+
+    step_both("cuda")
