@@ -8,7 +8,7 @@
 #   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
 #   profile     benchmarks/profile_train_step.py on that checkpoint
 #   aot         benchmarks/probe_aot_step.py (the denoising step as an AOTInductor package: build and load times)
-#   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS)
+#   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS); then BASELINE_RUNS from the checkout in BASELINE_DIR
 #   consistency benchmarks/bench_consistency.py (CONS_ARGS)
 #   big         bench_e2e.py's ours-1024 run (bear upscaled to 1024 px): peak memory
 #   cpuspeed    benchmarks/probe_cpu_speed.py (the spread of the CPU's speed over a minute of an idle machine)
@@ -99,6 +99,15 @@ if has e2e; then
   for r in ${RUNS//,/ }; do echo "== $r" >>"$OUT/e2e_heads.txt"; grep "^\[..:..:..\]\|igs2gs:" /tmp/igs2gs-bench/out/$r.log 2>/dev/null \
     | cut -c1-200 >>"$OUT/e2e_heads.txt"; done  # the run's timed and igs2gs log lines
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has e2e && [ -n "${BASELINE_DIR:-}" ]; then
+  # BASELINE_RUNS from another checkout (e.g. `git archive COMMIT | tar -x -C .gpu/base`), after the runs above, on
+  # the same machine and checkpoint (and compile cache): side-by-side figures of two commits
+  (cd "$BASELINE_DIR" && timeout ${BASE_TIMEOUT:-300} python3 benchmarks/bench_e2e.py --data "$OLDPWD/.gpu/data/bear" \
+    --ip2p-model /tmp/ip2p-arch --load-dir $CKPT --out /tmp/igs2gs-bench/base --runs "$BASELINE_RUNS" --profile-dir "$OUT/base" \
+    ${BASE_ARGS:---profile-steps 0}) 2>&1 | grep "^{" | cut -c1-1500 | sed 's/^/base: /' | tee -a "$OUT/run.log"
+  mkdir -p "$OUT/records" && for r in ${BASELINE_RUNS//,/ }; do cp /tmp/igs2gs-bench/$r.json "$OUT/records/base_$r.json" 2>/dev/null; done
+  echo "== baseline e2e done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has consistency; then
   timeout ${CONS_TIMEOUT:-300} python3 benchmarks/bench_consistency.py --data .gpu/data/bear --load-dir $CKPT \
