@@ -37,7 +37,6 @@ igs2gs_method = MethodSpecification(
         method_name="igs2gs",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
-        steps_per_save=1000,  # edits are journalled as they land (edit_journal.py); a checkpoint holds them all
         max_num_iterations=EDIT_ITERATIONS,
         save_only_latest_checkpoint=True,
         mixed_precision=False,
