@@ -21,8 +21,6 @@
      editor on a thread of the training process.
    - `ours-compile`, `ours-2gpu-compile`: ours and ours-2gpu with `ip2p_compile True`; `NAME-again` runs NAME's
      options once more, with the compile cache the first run filled (a user's second run of that image size).
-   - `ours-nofreeze`, `ours-2gpu-compile-nofreeze`: those runs without the trainer's `gc.freeze()` (set-up's
-     objects scanned by Python's garbage collections during training, as before).
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
 
     python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]
@@ -37,7 +35,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Optional
 
 STARTED = time.perf_counter()
@@ -84,8 +81,6 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
 without it once more: after a compiled run, with the compile cache that run filled."""
 OURS_RUNS["ours-conn32"] = OURS_RUNS["ours"]
 OURS_RUNS["ours-process"] = OURS_RUNS["ours"]  # one GPU, the editor in a process of its own (`one_gpu_edit_process`)
-OURS_RUNS["ours-2gpu-compile-nofreeze"] = OURS_RUNS["ours-2gpu-compile"]  # without the trainer's gc.freeze()
-OURS_RUNS["ours-nofreeze"] = OURS_RUNS["ours"]
 RUN_ENVIRONMENT: dict[str, dict[str, str]] = {
     # 32 hardware work queues instead of CUDA's 8: whether training's kernels queue behind the editor's on one GPU
     "ours-conn32": {"CUDA_DEVICE_MAX_CONNECTIONS": "32"},
@@ -101,10 +96,6 @@ def child(args: argparse.Namespace) -> None:
     os.environ.update(RUN_ENVIRONMENT.get(options, {}))
     if options == "ours-process":
         one_gpu_edit_process()
-    if options.endswith("-nofreeze"):
-        import igs2gs.trainer_config as trainer_config
-
-        trainer_config.gc = SimpleNamespace(freeze=lambda: None, unfreeze=lambda: None)  # collections as before
     if options in OURS_RUNS:
         with startup_profile(name if name in args.profile_startup.split(",") else None, args.profile_dir):
             trainer = igs2gs_trainer(args.data, args.load_dir, out, args.ip2p_model, **OURS_RUNS[options])

@@ -1,10 +1,7 @@
 """The method's `TrainerConfig`: checks `--data`, `--load-dir` and the device before the trainer is built,
 and decides whether the checkpoint is an unfinished igs2gs run to resume or a scene to start editing. Its trainer
-(`IGS2GSTrainer`) finishes the edit journal's writes whenever training stops, and keeps Python's garbage collector
-off what set-up made: `gc.freeze()` before the first step. A run's process holds over half a million objects from
-its imports and set-up (nerfstudio, torch, the viewer); a full collection scans them all (0.42 s on a 2-core CPU)
-and stalls the training thread wherever an allocation triggers it. Frozen, they are never scanned again; what
-training makes is collected as before.
+(`IGS2GSTrainer`) finishes the edit journal's writes whenever training stops and steps the Gaussians' fused Adams
+in one pass (grouped_adam.py).
 
 - Resume (an igs2gs checkpoint saved before its run's last step): its learning-rate schedules are
   restored (`load_scheduler` True) and the run ends at the step the interrupted run would have ended
@@ -16,7 +13,6 @@ training makes is collected as before.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Type
@@ -34,22 +30,19 @@ from igs2gs.validation import check_data, check_device_exists
 
 class IGS2GSTrainer(Trainer):
     """nerfstudio's trainer. When training stops, at its end, by Ctrl-C or by an error, the edit journal's queued
-    writes (background_journal.py) are done before `train` returns or raises. Set-up's objects stay out of garbage
-    collection while it trains (module docstring), and the Gaussians' fused Adams step in one pass (grouped_adam.py)."""
+    writes (background_journal.py) are done before `train` returns or raises. The Gaussians' fused Adams step in one
+    pass (grouped_adam.py)."""
 
     def setup_optimizers(self) -> Optimizers:
         """nerfstudio's optimizers, with the fused Adams stepped in one pass (grouped_adam.py)."""
         return GroupedOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
 
     def train(self) -> None:
-        gc.freeze()  # set-up's objects are never scanned by a collection during training (module docstring)
         try:
             super().train()
         except BaseException:
             _finish_journal(self.pipeline, quietly=True)  # the error that stopped training is the one to raise
             raise
-        finally:
-            gc.unfreeze()
         _finish_journal(self.pipeline, quietly=False)
 
 

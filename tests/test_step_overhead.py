@@ -6,9 +6,6 @@ there); on the CPU it must run the plain loss.
 
 from __future__ import annotations
 
-import contextlib
-
-import pytest
 import torch
 from torchmetrics.image import PeakSignalNoiseRatio
 
@@ -90,28 +87,3 @@ def test_a_failed_lpips_capture_leaves_the_eager_loss(splatfacto_run, tmp_path, 
     assert model.graphed_lpips.sizes == []
     trainer.train()  # the run goes on with the eager loss
     assert trainer.step == 200
-
-
-@pytest.mark.parametrize("stop", [None, RuntimeError])
-def test_the_trainer_keeps_set_up_objects_out_of_garbage_collection_while_it_trains(monkeypatch, stop):
-    import gc
-    from types import SimpleNamespace
-
-    from nerfstudio.engine.trainer import Trainer
-
-    from igs2gs.trainer_config import IGS2GSTrainer
-
-    frozen_while_training = []
-
-    def train(self) -> None:
-        frozen_while_training.append(gc.get_freeze_count())
-        if stop is not None:
-            raise stop("stopped")
-
-    monkeypatch.setattr(Trainer, "train", train)
-    trainer = IGS2GSTrainer.__new__(IGS2GSTrainer)
-    trainer.pipeline = SimpleNamespace(keeper=None)
-    with pytest.raises(stop) if stop is not None else contextlib.nullcontext():
-        trainer.train()
-    assert frozen_while_training[0] > 10_000, "the objects set-up made are frozen during training"
-    assert gc.get_freeze_count() == 0, "and back in collection afterwards"
