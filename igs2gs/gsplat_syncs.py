@@ -26,7 +26,9 @@ class TorchWithUncheckedInverse(types.ModuleType):
         super().__init__("torch")
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(torch, name)
+        value = getattr(torch, name)
+        setattr(self, name, value)  # found in the instance from now on, at the speed of a module attribute
+        return value
 
     @staticmethod
     def inverse(input: torch.Tensor, *, out: Optional[torch.Tensor] = None) -> torch.Tensor:  # noqa: A002 (torch's)
