@@ -9,7 +9,8 @@
    - `ours-sync`: ours with `overlap_edits False`: training stops for each edit batch.
    - `ours-priority`: ours with `training_stream_priority True`: training on a highest-priority stream.
    - `ours-conn32`: ours with CUDA_DEVICE_MAX_CONNECTIONS=32 (CUDA's default is 8 hardware work queues).
-   - `ours-process`: ours with the editor in a process of its own on the training GPU (an experiment).
+   - `ours-process`, `ours-process-compile`: ours (and compiled, with the compiled editor's hand-over) with the
+     editor in a process of its own on the training GPU (an experiment).
    - `original`: the original's configuration (model CPU offload, attention slicing, one view per edit,
      condition encoded every edit, nerfstudio's plain training step). Its ~13-minute run does not fit a
      lease, so a slice is timed (--original-edits edits of the first round, then --original-plain plain
@@ -81,6 +82,7 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
 without it once more: after a compiled run, with the compile cache that run filled."""
 OURS_RUNS["ours-conn32"] = OURS_RUNS["ours"]
 OURS_RUNS["ours-process"] = OURS_RUNS["ours"]  # one GPU, the editor in a process of its own (`one_gpu_edit_process`)
+OURS_RUNS["ours-process-compile"] = OURS_RUNS["ours-compile"]  # ... with the compiled editor's hand-over
 RUN_ENVIRONMENT: dict[str, dict[str, str]] = {
     # 32 hardware work queues instead of CUDA's 8: whether training's kernels queue behind the editor's on one GPU
     "ours-conn32": {"CUDA_DEVICE_MAX_CONNECTIONS": "32"},
@@ -94,7 +96,7 @@ def child(args: argparse.Namespace) -> None:
     name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
     options = name.removesuffix("-again")
     os.environ.update(RUN_ENVIRONMENT.get(options, {}))
-    if options == "ours-process":
+    if options.startswith("ours-process"):
         one_gpu_edit_process()
     if options in OURS_RUNS:
         with startup_profile(name if name in args.profile_startup.split(",") else None, args.profile_dir):
