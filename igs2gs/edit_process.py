@@ -10,13 +10,14 @@ edits (a blocking queue read, which releases the GIL).
   its images, loads the checkpoint and starts the viewer: loading in another process cannot meet the training
   process's threads (see editor_warm_up.py for what loading and compiling change process-wide).
 - With `--pipeline.ip2p-compile`, edits never wait for a compile. The editing child edits uncompiled from the first
-  batch while a second child builds the compiled editor and compiles it in its warm-up edits (from the compile
-  cache an earlier run filled: seconds; the first time an image size is met: 70-100 s on an H200). Once compiled,
-  that child takes over from the next batch and the uncompiled one stops: a batch is always edited whole by one
-  child, whose images are the same up to rounding. Before, a run with a filled cache loaded the compiled editor in
-  the editing child before its first edit, and training waited 13.6-20.6 s at round 2 for round 1 (2 x H200 and
-  2 x H100, benchmarks/RESULTS.md). A run that ends before its compile is done lets it finish, for at most
-  `COMPILE_WAIT_S`, so that later runs find it in the cache (Ctrl-C skips that).
+  batch while a second child builds the compiled editor and compiles it in its warm-up edits: from the compile
+  cache an earlier run filled it was ready 33-35 s after its start, the first time an image size is met 107-116 s
+  (2 x H200). Once compiled, that child takes over from the next batch and the uncompiled one stops: a batch is
+  always edited whole by one child, and both give the same images up to rounding. Before, a run with a filled
+  cache loaded the compiled editor in the editing child before its first edit, and training waited 13.6-20.6 s at
+  round 2 for round 1; with the hand-over it waited 8.1-12.0 s (benchmarks/RESULTS.md). A run that ends before its
+  compile is done lets it finish, for at most `COMPILE_WAIT_S`, so that later runs find it in the cache (Ctrl-C
+  skips that).
 - The children start light: they get the editor's options (editor_options.py), not the pipeline config, and do
   not re-run the training process's main module, which multiprocessing's spawn does by default (for `ns-train`
   that imports every nerfstudio method). On a 2-core CPU a child was ready 1.0 s after its start instead of 4.9 s
@@ -96,7 +97,7 @@ class EditProcess:
         sizes, and takes over from the next batch once it is done."""
         self._context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
         self._builder = builder or _default_builder()
-        self._config, self._device = config, str(device)
+        self._device = str(device)
         self._compile_status = self._context.Value("i", _COMPILING)
         self._lock = threading.Lock()  # the worker thread hands over to the compiled child; close() may run meanwhile
         self._process, self._jobs, self._results = self._start_child(
