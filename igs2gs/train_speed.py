@@ -9,9 +9,8 @@ step, 0.8 ms of which is the render), so these cut launches and host-device sync
 - `loss_without_ssim`: splatfacto computes an SSIM term (forward and backward) even when its weight
   `ssim_lambda` is 0, as it is for igs2gs; the loss is the same without it.
 
-splatfacto also reads each camera's width and height with `.item()` on the GPU (a synchronisation at the
-start of every step); keeping them on the CPU is not possible from the plugin, because nerfstudio's
-`Cameras.rescale_output_resolution` multiplies them by a factor on the cameras' device.
+The camera's host-device synchronisations (width and height read with `.item()`, the intrinsics built on the
+CPU, a rescale by 1) are gone too: see step_cameras.py; the Adam steps' Python: grouped_adam.py.
 """
 
 from __future__ import annotations
