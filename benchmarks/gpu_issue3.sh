@@ -4,6 +4,7 @@
 #   tests       tests/test_gpu.py (the CUDA-only tests), in the background while the checkpoint trains
 #   attn        benchmarks/bench_attention.py (SDPA backends at the UNet's attention shapes)
 #   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN)
+#   load        benchmarks/probe_load.py (a fresh process's time to InstructPix2Pix on the GPU, current against direct loading)
 #   editprofile benchmarks/profile_edit.py (the kernels of each piece of an eager 8-view edit)
 #   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
 #   profile     benchmarks/profile_train_step.py on that checkpoint
@@ -46,7 +47,7 @@ if has attn; then
   echo "== attn stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has edit; then
-  python3 benchmarks/bench_edit.py --arch .gpu/models/ip2p-sd15-arch --out "$OUT/bench_edit.json" \
+  timeout ${EDIT_TIMEOUT:-900} python3 benchmarks/bench_edit.py --arch .gpu/models/ip2p-sd15-arch --out "$OUT/bench_edit.json" \
     --variants "${BENCH_EDIT_VARIANTS:-original,resident,batch8,batch8-cudnn,batch16,batch8-compiled}" \
     --breakdown "${BENCH_EDIT_BREAKDOWN:-batch8,batch8-compiled}" 2>&1 | tee -a "$OUT/run.log"
   echo "== edit stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
@@ -75,9 +76,14 @@ if has profile; then
     --steps "${PROFILE_STEPS:-150}" 2>&1 | grep -v Warning | tail -40 | tee -a "$OUT/run.log"
   echo "== profile stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
-if has e2e || has big || has aot; then
+if has e2e || has big || has aot || has load; then
   [ -d /tmp/ip2p-arch ] || python3 benchmarks/make_random_ip2p.py /tmp/ip2p-arch --arch .gpu/models/ip2p-sd15-arch \
     --device cuda --dtype float16 2>&1 | tail -1 | tee -a "$OUT/run.log"
+fi
+if has load; then
+  timeout ${LOAD_TIMEOUT:-200} python3 benchmarks/probe_load.py --ip2p-model /tmp/ip2p-arch --repeats ${LOAD_REPEATS:-2} \
+    --out "$OUT/probe_load.json" 2>&1 | grep "^{" | tee -a "$OUT/run.log"
+  echo "== load stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has aot; then
   timeout ${AOT_TIMEOUT:-240} python3 benchmarks/probe_aot_step.py --ip2p-model /tmp/ip2p-arch --out "$OUT/probe_aot_step.json" \
