@@ -49,7 +49,7 @@ fi
 if has edit; then
   timeout ${EDIT_TIMEOUT:-900} python3 benchmarks/bench_edit.py --arch .gpu/models/ip2p-sd15-arch --out "$OUT/bench_edit.json" \
     --variants "${BENCH_EDIT_VARIANTS:-original,resident,batch8,batch8-cudnn,batch16,batch8-compiled}" \
-    --breakdown "${BENCH_EDIT_BREAKDOWN:-batch8,batch8-compiled}" 2>&1 | tee -a "$OUT/run.log"
+    --breakdown "${BENCH_EDIT_BREAKDOWN-batch8,batch8-compiled}" 2>&1 | tee -a "$OUT/run.log"
   echo "== edit stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has editprofile; then
@@ -83,6 +83,10 @@ fi
 if has load; then
   timeout ${LOAD_TIMEOUT:-200} python3 benchmarks/probe_load.py --ip2p-model /tmp/ip2p-arch --repeats ${LOAD_REPEATS:-2} \
     --out "$OUT/probe_load.json" 2>&1 | grep "^{" | tee -a "$OUT/run.log"
+  # the edit process child's imports, slowest first (cumulative microseconds)
+  python3 -X importtime -c "import torch, diffusers, transformers; from igs2gs.ip2p import load_ip2p_editor
+diffusers.UNet2DConditionModel, diffusers.AutoencoderKL, transformers.CLIPTextModel" 2>&1 \
+    | sort -t'|' -k2 -n -r | head -40 >"$OUT/importtime.txt"
   echo "== load stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has aot; then
