@@ -107,9 +107,13 @@ class AsyncRound:
             # from the checkpoint or the edit journal).
             self.next_view = pipeline.edit_round.cursor
             stream = editing_stream(self.device) if self.device is not None else None
-            self.worker = EditWorker(
-                pipeline.edit_jobs, max_pending=self.max_pending, batch_size=self.batch_size, stream=stream
-            )
+            if pipeline.edit_process is not None:
+                # The edit process holds the next batch while it edits one (the worker sends ahead): one submission
+                # queued in the worker keeps renders as fresh as one edited and two queued in this process.
+                edit, max_pending = pipeline.edit_process, max(1, self.max_pending - 1)
+            else:
+                edit, max_pending = pipeline.edit_jobs, self.max_pending
+            self.worker = EditWorker(edit, max_pending=max_pending, batch_size=self.batch_size, stream=stream)
         return self.worker
 
     def _submit_next(self, pipeline: "IGS2GSPipeline", step: int) -> None:

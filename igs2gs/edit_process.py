@@ -34,6 +34,7 @@ edits (a blocking queue read, which releases the GIL).
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import copy
 import os
@@ -43,7 +44,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.multiprocessing as mp
@@ -82,8 +84,19 @@ def uncompiled(config: Any) -> Any:
     return config
 
 
+@dataclass
+class _Child:
+    """A child process and its two queues; `ready` once its "ready" message was read."""
+
+    process: Any
+    jobs: Any
+    results: Any
+    ready: bool = False
+
+
 class EditProcess:
-    """Edits batches of `EditJob`s in a child process: `process(jobs)` returns one image or None per job."""
+    """Edits batches of `EditJob`s in a child process: `process(jobs)` returns one image or None per job; `send` and
+    `receive` let the next batch wait in the child while it edits one (`edit_worker.PipelinedEdits`)."""
 
     def __init__(
         self,
@@ -100,19 +113,18 @@ class EditProcess:
         self._device = str(device)
         self._compile_status = self._context.Value("i", _COMPILING)
         self._lock = threading.Lock()  # the worker thread hands over to the compiled child; close() may run meanwhile
-        self._process, self._jobs, self._results = self._start_child(
-            uncompiled(config) if compile_ahead else config, "igs2gs-editor", status=None
-        )
-        self._compiler: Optional[Tuple[Any, Any, Any]] = None  # (process, jobs, results) of the compiling child
+        self._child = self._start_child(uncompiled(config) if compile_ahead else config, "igs2gs-editor", status=None)
+        self._compiler: Optional[_Child] = None
         if compile_ahead:
             self._compiler = self._start_child(config, "igs2gs-editor-compiled", status=self._compile_status)
-        self._retired: List[Any] = []  # the uncompiled child, once the compiled one took over
+        self._retired: List[_Child] = []  # the uncompiled child, once the compiled one took over
+        self._sent: Deque[_Child] = collections.deque()
+        """The child of each batch sent and not yet received, oldest first."""
         self._edited_uncompiled = 0
-        self._ready = False
         self._closed = False
         atexit.register(self.close)
 
-    def _start_child(self, config: Any, name: str, status: Optional[Any]) -> Tuple[Any, Any, Any]:
+    def _start_child(self, config: Any, name: str, status: Optional[Any]) -> _Child:
         jobs, results = self._context.Queue(), self._context.Queue()
         process = self._context.Process(
             target=_serve,
@@ -122,15 +134,15 @@ class EditProcess:
         )
         with _parent_main_hidden(self._builder):
             process.start()
-        return process, jobs, results
+        return _Child(process, jobs, results)
 
     def plan(self, warm_up_sizes: Sequence[Tuple[int, int]], batch_size: int, settings: EditSettings) -> None:
         """The round's edit sizes and batch size, once the training images are known: each child warms its editor
         up with them (editor_warm_up.py); the compiling child compiles there."""
         plan = (list(warm_up_sizes), batch_size, settings)
-        self._jobs.put(("plan", plan))
+        self._child.jobs.put(("plan", plan))
         if self._compiler is not None:
-            self._compiler[1].put(("plan", plan))
+            self._compiler.jobs.put(("plan", plan))
 
     @property
     def compiled(self) -> bool:
@@ -139,55 +151,53 @@ class EditProcess:
 
     @property
     def alive(self) -> bool:
-        return self._process.is_alive()
+        return self._child.process.is_alive()
 
     def __call__(self, jobs: List[EditJob]) -> List[Optional[torch.Tensor]]:
         """Edit `jobs` (their renders must be ready) in the child; waits for the editor on the first call."""
+        self.send(jobs)
+        return self.receive()
+
+    def send(self, jobs: List[EditJob]) -> None:
+        """Queue `jobs` (their renders must be ready): the child edits them after the batches sent before."""
         if self._compiler is not None and self.compiled:
             self._hand_over()
         if self._closed:
             raise EditProcessError("the edit process was closed")
-        if not self._ready:
-            self._receive()  # the child's "ready", or its start-up error
-            self._ready = True
-        self._jobs.put(("edit", [_moved(job, "cpu") for job in jobs]))
-        images = self._receive()
+        self._child.jobs.put(("edit", [_moved(job, "cpu") for job in jobs]))
+        self._sent.append(self._child)
         if self._compiler is not None:
             self._edited_uncompiled += len(jobs)
-        return images
+
+    def receive(self) -> List[Optional[torch.Tensor]]:
+        """The edits of the oldest batch sent and not yet received; waits for the editor on the first call."""
+        if not self._sent:
+            raise EditProcessError("receive() without a batch sent")
+        child = self._sent.popleft()
+        try:
+            if not child.ready:
+                _receive(child)  # its "ready", or its start-up error
+                child.ready = True
+            return _receive(child)
+        finally:
+            if child is not self._child and child not in self._sent:
+                child.jobs.put(_STOP)  # a retired child stops once its last batch was received (not before: its
+                # edits come back as shared memory that it hands over while alive)
 
     def _hand_over(self) -> None:
-        """From now on the compiled child edits; the uncompiled one stops after its last batch (none is in flight:
-        a call waits for its edits)."""
+        """From now on the compiled child edits; the uncompiled one stops after its batches still in flight."""
         from nerfstudio.utils.rich_utils import CONSOLE
 
         with self._lock:
             if self._closed or self._compiler is None:
                 return
-            self._jobs.put(_STOP)
-            self._retired.append(self._process)
-            (self._process, self._jobs, self._results), self._compiler = self._compiler, None
-            self._ready = False  # its "ready" is waiting in its queue
+            if self._child not in self._sent:
+                self._child.jobs.put(_STOP)
+            self._retired.append(self._child)
+            self._child, self._compiler = self._compiler, None
         CONSOLE.log(
             f"igs2gs: the compiled InstructPix2Pix takes over ({self._edited_uncompiled} views were edited uncompiled)"
         )
-
-    def _receive(self) -> Any:
-        """The child's next message; raises the error it sent, or EditProcessError when it is gone."""
-        while True:
-            try:
-                ok, value, trace = self._results.get(timeout=_POLL_S)
-            except queue.Empty:
-                if not self._process.is_alive():
-                    raise EditProcessError(
-                        f"the InstructPix2Pix process stopped (exit code {self._process.exitcode}); see its output "
-                        "above for why"
-                    ) from None
-                continue
-            if ok:
-                return value
-            value.add_note(f"raised in the InstructPix2Pix process:\n{trace}")
-            raise value
 
     def close(self, timeout: float = 30.0, finish_compile: bool = False) -> None:
         """Stop the children after the batch in progress. A compiling child still at work stops too, unless
@@ -197,12 +207,11 @@ class EditProcess:
             if self._closed:
                 return
             self._closed = True
-        _stop(self._process, self._jobs, timeout)
-        for process in self._retired:
-            _stop(process, None, timeout)
+        for child in [self._child, *self._retired]:
+            _stop(child.process, child.jobs, timeout)
         if self._compiler is None:
             return
-        process, jobs, _ = self._compiler
+        process, jobs = self._compiler.process, self._compiler.jobs
         if finish_compile and process.is_alive() and not self.compiled:
             self._await_compile(process)
         _stop(process, jobs if self.compiled else None, timeout)  # a child still compiling reads no queue
@@ -221,6 +230,24 @@ class EditProcess:
                 process.join(_POLL_S)
         except KeyboardInterrupt:
             CONSOLE.log("igs2gs: background compile skipped")
+
+
+def _receive(child: _Child) -> Any:
+    """The child's next message; raises the error it sent, or EditProcessError when it is gone."""
+    while True:
+        try:
+            ok, value, trace = child.results.get(timeout=_POLL_S)
+        except queue.Empty:
+            if not child.process.is_alive():
+                raise EditProcessError(
+                    f"the InstructPix2Pix process stopped (exit code {child.process.exitcode}); see its output above "
+                    "for why"
+                ) from None
+            continue
+        if ok:
+            return value
+        value.add_note(f"raised in the InstructPix2Pix process:\n{trace}")
+        raise value
 
 
 def _stop(process: Any, jobs: Optional[Any], timeout: float) -> None:

@@ -9,12 +9,13 @@ submitted; every submitted job yields exactly one result (an edit, or the error 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Deque, List, Optional, Protocol, Tuple, Union, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -57,17 +58,38 @@ EditBatch = Callable[[List[EditJob]], List[Optional[Tensor]]]
 """Edits jobs together: one image ([1, 3, H, W]) or None (discarded) per job."""
 
 
+@runtime_checkable
+class PipelinedEdits(Protocol):
+    """An editor elsewhere (e.g. another process, `edit_process.py`) that takes the next batch while it edits one,
+    so that it never waits between batches for the worker to collect and send."""
+
+    def send(self, jobs: List[EditJob]) -> None:
+        """Queue a batch to be edited after those sent before it."""
+
+    def receive(self) -> List[Optional[Tensor]]:
+        """Wait for the oldest batch sent and not yet received: one image or None per job, or its error."""
+
+
 class EditWorker:
     """Runs `edit` on the submitted jobs, in order, on a background thread: up to `batch_size` queued jobs
-    per call, on `stream` when given (a CUDA stream of the editor's device). Use as a context manager."""
+    per call, on `stream` when given (a CUDA stream of the editor's device). Use as a context manager.
+
+    A `PipelinedEdits` editor is sent the next batch while it edits one (`in_flight` batches at most), and its
+    results are collected in the order sent."""
 
     def __init__(
-        self, edit: EditBatch, max_pending: int = 2, batch_size: int = 1, stream: Optional[torch.cuda.Stream] = None
+        self,
+        edit: Union[EditBatch, PipelinedEdits],
+        max_pending: int = 2,
+        batch_size: int = 1,
+        stream: Optional[torch.cuda.Stream] = None,
+        in_flight: int = 2,
     ) -> None:
         if max_pending < 1 or batch_size < 1:
             raise ValueError(f"max_pending and batch_size must be >= 1, got {max_pending} and {batch_size}")
         self.edit = edit
         self.batch_size = batch_size
+        self.in_flight = in_flight
         self.stream = stream
         self._jobs: "queue.Queue" = queue.Queue(maxsize=max_pending)
         self._results: "queue.Queue[EditResult]" = queue.Queue()
@@ -137,10 +159,13 @@ class EditWorker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _next_batch(self) -> List:
-        """The next submission (waiting for it) and those queued behind it, up to `batch_size` jobs; may end
-        with _STOP."""
-        item = self._jobs.get()
+    def _next_batch(self, block: bool = True) -> List:
+        """The next submission (waiting for it, unless not `block`: then [] when there is none) and those queued
+        behind it, up to `batch_size` jobs; may end with _STOP."""
+        try:
+            item = self._jobs.get(block=block)
+        except queue.Empty:
+            return []
         if item is _STOP:
             return [_STOP]
         batch = list(item)
@@ -156,7 +181,49 @@ class EditWorker:
 
     def _run(self) -> None:
         with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
-            self._serve()
+            if isinstance(self.edit, PipelinedEdits):
+                self._serve_pipelined(self.edit)
+            else:
+                self._serve()
+
+    def _put_results(self, jobs: List[EditJob], images: List[Optional[Tensor]], seconds: float) -> None:
+        for job, image in zip(jobs, images, strict=True):
+            image = None if image is None else image.detach().float().cpu()
+            self._results.put(EditResult(job, image=image, seconds=seconds))
+
+    def _put_error(self, jobs: List[EditJob], error: BaseException, seconds: float) -> None:
+        for job in jobs:
+            self._results.put(EditResult(job, error=error, seconds=seconds))
+
+    def _serve_pipelined(self, edit: PipelinedEdits) -> None:
+        """Send each batch as soon as it is submitted (up to `in_flight` batches ahead), receive them in order."""
+        sent: Deque[Tuple[List[EditJob], float]] = collections.deque()
+        stopping = False
+        last = time.perf_counter()
+        while sent or not stopping:
+            if not stopping and len(sent) < self.in_flight:
+                batch = self._next_batch(block=not sent)
+                if batch:
+                    jobs = [job for job in batch if job is not _STOP]
+                    stopping = len(jobs) < len(batch)
+                    if jobs:
+                        try:
+                            for job in jobs:
+                                wait_until_ready(job.ready, job.render.device)
+                            edit.send(jobs)
+                            sent.append((jobs, time.perf_counter()))
+                        except BaseException as error:  # noqa: BLE001 (handed to the training thread)
+                            self._put_error(jobs, error, 0.0)
+                    continue
+            jobs, sent_at = sent.popleft()
+            started = max(sent_at, last)  # from when the editor finished the batch before: this one's own time
+            try:
+                images = edit.receive()
+                last = time.perf_counter()
+                self._put_results(jobs, images, (last - started) / len(jobs))
+            except BaseException as error:  # noqa: BLE001
+                last = time.perf_counter()
+                self._put_error(jobs, error, (last - started) / len(jobs))
 
     def _serve(self) -> None:
         while True:
@@ -168,13 +235,8 @@ class EditWorker:
                     for job in jobs:
                         wait_until_ready(job.ready, job.render.device)
                     images = self.edit(jobs)
-                    seconds = (time.perf_counter() - started) / len(jobs)
-                    for job, image in zip(jobs, images, strict=True):
-                        image = None if image is None else image.detach().float().cpu()
-                        self._results.put(EditResult(job, image=image, seconds=seconds))
+                    self._put_results(jobs, images, (time.perf_counter() - started) / len(jobs))
                 except BaseException as error:  # noqa: BLE001 (handed to the training thread, which decides)
-                    seconds = (time.perf_counter() - started) / len(jobs)
-                    for job in jobs:
-                        self._results.put(EditResult(job, error=error, seconds=seconds))
+                    self._put_error(jobs, error, (time.perf_counter() - started) / len(jobs))
             if len(jobs) < len(batch):
                 return

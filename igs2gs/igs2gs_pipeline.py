@@ -324,9 +324,8 @@ class IGS2GSPipeline(VanillaPipeline):
 
     def edit_jobs(self, jobs: List[EditJob]) -> List[Optional[torch.Tensor]]:
         """Run on the edit worker's thread: the guarded edit of jobs of one image size in one editor call
-        (one [1, 3, H, W] image per job; None for all when the guard discards the batch)."""
-        if self.edit_process is not None:  # InstructPix2Pix in a process of its own (edit_process.py)
-            return self.edit_process(jobs)
+        (one [1, 3, H, W] image per job; None for all when the guard discards the batch). With an edit process, the
+        worker sends it the jobs instead (async_edits.py)."""
         return edit_job_batch(lambda: self.editor, self.edit_guard, jobs, self.config.edit_max_side)
 
     @torch.no_grad()

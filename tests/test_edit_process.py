@@ -125,10 +125,10 @@ def test_jobs_are_edited_in_the_child_after_its_warm_up():
         for job, image in zip(jobs, images):
             assert image.shape == (1, 3, 16, 24)
             torch.testing.assert_close(image[..., 1:, 1:], 1 - job.original[..., 1:, 1:])
-            assert image[0, 0, 0, 0].item() == process._process.pid != os.getpid()
+            assert image[0, 0, 0, 0].item() == process._child.process.pid != os.getpid()
             assert image[0, 1, 0, 0].item() == 2  # the child's second editor call: its warm-up came first
         assert process.alive
-        os.kill(process._process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
+        os.kill(process._child.process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
         assert len(process(_jobs([7]))) == 1 and process.alive, "the child leaves Ctrl-C to the training process"
     assert not process.alive
     with pytest.raises(EditProcessError, match="closed"):
@@ -208,17 +208,33 @@ COMPILING = SimpleNamespace(edit_max_side=0, ip2p_compile=True)
 
 def test_edits_run_uncompiled_until_the_compiled_child_takes_over(capsys):
     with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
-        uncompiled_child = process._process
+        uncompiled_child = process._child.process
         assert _compiled_flags(process, [0, 1]) == [0.0, 0.0], "the first edits do not wait for the compile"
         assert _compiled_flags(process, [2]) == [0.0]
         _wait_until(lambda: process.compiled)
         assert _compiled_flags(process, [3, 4]) == [1.0, 1.0], "compiled from the next batch on"
-        assert process._process is not uncompiled_child and process.alive
+        assert process._child.process is not uncompiled_child and process.alive
         uncompiled_child.join(30)
         assert uncompiled_child.exitcode == 0, "the uncompiled child stops when it is told"
         assert _compiled_flags(process, [5]) == [1.0]
     assert not process.alive
     assert "takes over (3 views were edited uncompiled)" in capsys.readouterr().out
+
+
+def test_the_compiled_child_takes_over_while_a_batch_is_in_flight():
+    with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
+        uncompiled_child = process._child.process
+        process.send(_jobs([0, 1]))
+        _wait_until(lambda: process.compiled)
+        process.send(_jobs([2]))  # to the compiled child, before the first batch's edits were received
+        time.sleep(0.5)
+        assert uncompiled_child.is_alive(), "it hands its edits over as shared memory: kept until they are received"
+        flags = [[image[0, 1, 0, 0].item() for image in process.receive()] for _ in range(2)]
+        assert flags == [[0.0, 0.0], [1.0]], "each batch from the child it was sent to, in the order sent"
+        uncompiled_child.join(30)
+        assert uncompiled_child.exitcode == 0, "then it stops"
+        with pytest.raises(EditProcessError, match="without a batch sent"):
+            process.receive()
 
 
 def test_a_batch_after_the_compile_waits_for_no_one():
@@ -230,7 +246,7 @@ def test_a_batch_after_the_compile_waits_for_no_one():
 def test_a_run_that_ends_normally_lets_its_compile_finish_for_later_runs():
     with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
         _compiled_flags(process, [0])
-        compiler = process._compiler[0]
+        compiler = process._compiler.process
         assert compiler.is_alive() and not process.compiled, "the compile takes longer than this short run"
         process.close(finish_compile=True)
         assert process.compiled and compiler.exitcode == 0, "it compiled, then stopped when told"
@@ -239,7 +255,7 @@ def test_a_run_that_ends_normally_lets_its_compile_finish_for_later_runs():
 def test_a_run_that_stops_otherwise_stops_its_compile():
     with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
         _compiled_flags(process, [0])
-        compiler = process._compiler[0]
+        compiler = process._compiler.process
         process.close()
         assert compiler.exitcode != 0 and not process.compiled
 
@@ -249,7 +265,7 @@ def test_ctrl_c_skips_the_wait_for_the_compile(monkeypatch, capsys):
 
     with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
         _compiled_flags(process, [0])
-        compiler = process._compiler[0]
+        compiler = process._compiler.process
         join = compiler.join
 
         def interrupted_join(timeout=None):
@@ -265,7 +281,7 @@ def test_ctrl_c_skips_the_wait_for_the_compile(monkeypatch, capsys):
 
 def test_a_failed_compile_leaves_the_edits_uncompiled():
     with _process(uncompilable_editor, config=COMPILING, compile_ahead=True) as process:
-        process._compiler[0].join(60)
+        process._compiler.process.join(60)
         assert not process.compiled
         assert _compiled_flags(process, [0, 1]) == [0.0, 0.0]
         assert _compiled_flags(process, [2]) == [0.0]

@@ -148,3 +148,60 @@ def test_the_job_in_progress_finishes_before_the_interpreter_exits(tmp_path):
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert done.read_text() == "ok"
+
+
+class PipelinedDoubler:
+    """A `PipelinedEdits` stand-in: doubles renders. The first `send` waits for `submitted`, `receive` for `gate`;
+    the batches of `fail_on` fail."""
+
+    def __init__(self, fail_on=()):
+        self.fail_on = set(fail_on)
+        self.submitted, self.gate = threading.Event(), threading.Event()
+        self.sent: list = []
+        self.most_in_flight = 0
+        self.in_flight: list = []
+
+    def send(self, jobs):
+        assert self.submitted.wait(10)
+        self.sent.append([job.view for job in jobs])
+        self.in_flight.append(jobs)
+        self.most_in_flight = max(self.most_in_flight, len(self.in_flight))
+
+    def receive(self):
+        assert self.gate.wait(10)
+        jobs = self.in_flight.pop(0)
+        if self.fail_on & {job.view for job in jobs}:
+            raise RuntimeError(f"boom on {[job.view for job in jobs]}")
+        return [job.render * 2 for job in jobs]
+
+
+def test_a_pipelined_editor_gets_the_next_batch_before_the_first_comes_back():
+    editor = PipelinedDoubler(fail_on={1})
+    with EditWorker(editor, max_pending=8, batch_size=2, in_flight=2) as worker:
+        for view in range(7):
+            worker.submit(job(view))
+        editor.submitted.set()
+        time.sleep(0.2)
+        assert len(editor.sent) == 2 and worker.pending == 7, "two batches sent ahead, none received yet"
+        editor.gate.set()
+        results = worker.wait()
+    assert editor.most_in_flight == 2
+    assert [r.job.view for r in results] == list(range(7)), "every job once, in submission order"
+    failed = [r.job.view for r in results if r.error is not None]
+    assert failed == next(batch for batch in editor.sent if 1 in batch), "an error fails its own batch only"
+    assert all(torch.equal(r.image, job(r.job.view).render * 2) for r in results if r.error is None)
+
+
+def test_closing_a_pipelined_worker_collects_what_was_sent():
+    editor = PipelinedDoubler()
+    worker = EditWorker(editor, max_pending=8, in_flight=2)
+    for view in range(5):
+        worker.submit(job(view))
+    editor.submitted.set()
+    time.sleep(0.2)
+    editor.gate.set()
+    worker.close()
+    assert not worker.alive
+    sent = [view for batch in editor.sent for view in batch]
+    assert len(sent) >= 2 and editor.in_flight == [], "what was sent was received"
+    assert [r.job.view for r in worker.poll()] == sent and worker.pending == 0, "queued jobs were dropped"
