@@ -83,13 +83,8 @@ class Variant:
     attention: Optional[list[str]] = None
     compile: bool = False
     cuda_graphs: bool = False
-    inductor: Optional[dict[str, Any]] = None
-    """Inductor settings of a compiled variant (kernel choices; the arithmetic is the same)."""
     note: str = ""
 
-
-TUNED = {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True, "epilogue_fusion": False}
-"""Inductor settings diffusers' guide to fast Stable Diffusion suggests for UNets."""
 
 VARIANTS = {
     v.name: v
@@ -104,14 +99,6 @@ VARIANTS = {
                 note="8 views per call, cuDNN attention first, eager"),
         Variant("batch16", views=16, note="16 views per UNet call, eager"),
         Variant("batch8-compiled", views=8, compile=True, note="8 views per call, torch.compile (the default)"),
-        Variant("batch8-tuned", views=8, compile=True, inductor=TUNED,
-                note="8 views, compiled: 1x1 convolutions as matmuls, coordinate-descent tuning, no epilogue fusion"),
-        Variant("batch8-mm", views=8, compile=True, inductor={"conv_1x1_as_mm": True},
-                note="8 views, compiled: 1x1 convolutions as matmuls"),
-        Variant("batch8-mm-noepi", views=8, compile=True, inductor={"conv_1x1_as_mm": True, "epilogue_fusion": False},
-                note="8 views, compiled: 1x1 convolutions as matmuls, no epilogue fusion"),
-        Variant("batch8-autotune", views=8, compile=True, inductor={"max_autotune": True},
-                note="8 views, compiled with max-autotune (Triton GEMM and convolution templates benchmarked)"),
         Variant("batch8-graphs", views=8, compile=True, cuda_graphs=True, note="8 views, compile + CUDA graphs"),
         Variant("batch16-compiled", views=16, compile=True, note="16 views per call, torch.compile"),
         Variant("batch1-graphs", views=1, compile=True, cuda_graphs=True, note="1 view per call, compile + graphs"),
@@ -187,7 +174,7 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
     if variant.attention:
         editor.enable_attention_backends(variant.attention)
     if variant.compile:
-        editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir, inductor_options=variant.inductor)
+        editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir)
         editor.pad_views_to = variant.views
 
 

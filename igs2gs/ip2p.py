@@ -238,28 +238,21 @@ class InstructPix2PixEditor:
             return contextlib.nullcontext()
         return ip2p_speed.prefer_sdpa_backends(self._attention_backends)
 
-    def enable_compile(
-        self,
-        cuda_graphs: bool = False,
-        vae: bool = True,
-        cache_dir: Optional[Path] = None,
-        inductor_options: Optional[dict[str, Any]] = None,
-    ) -> None:
+    def enable_compile(self, cuda_graphs: bool = False, vae: bool = True, cache_dir: Optional[Path] = None) -> None:
         """torch.compile the denoising step (UNet, guidance, DDIM update) and, with `vae`, the VAE encoder and
         decoder; with `cuda_graphs`, the step replays as a CUDA graph (mode "reduce-overhead"). Each new image size
         or batch size compiles once (about a minute for the UNet); `cache_dir` keeps the compiled kernels on disk
-        for later runs (TORCHINDUCTOR_CACHE_DIR, unless already set); `inductor_options` are passed to every
-        compile (kernel choices such as {"conv_1x1_as_mm": True}). CUDA only."""
+        for later runs (TORCHINDUCTOR_CACHE_DIR, unless already set). CUDA only."""
         if self.device.type != "cuda":
             raise ValueError(f"enable_compile needs a CUDA editor, this one runs on {self.device}; leave it off on CPU")
         if self._offload_hooks:
             raise ValueError("enable_compile cannot follow enable_model_cpu_offload; call disable_model_cpu_offload")
         if cache_dir is not None:
             ip2p_speed.use_compile_cache(cache_dir)
-        self._step = ip2p_speed.compile_step(self.denoise_step, cuda_graphs, inductor_options)
+        self._step = ip2p_speed.compile_step(self.denoise_step, cuda_graphs=cuda_graphs)
         if vae:
-            self._encode = ip2p_speed.compile_step(self._vae_encode, False, inductor_options)
-            self._decode = ip2p_speed.compile_step(self._vae_decode, False, inductor_options)
+            self._encode = ip2p_speed.compile_step(self._vae_encode, cuda_graphs=False)
+            self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
 
     def _compiled_pieces(self) -> list[ip2p_speed.CompiledThenRunOnly]:
         return [p for p in (self._step, self._encode, self._decode) if isinstance(p, ip2p_speed.CompiledThenRunOnly)]

@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 
@@ -92,21 +92,15 @@ def use_compile_cache(folder: Path) -> Path:
     return folder
 
 
-def compile_step(
-    fn: Callable[..., Any], cuda_graphs: bool = False, options: Optional[dict[str, Any]] = None
-) -> "CompiledThenRunOnly":
+def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> "CompiledThenRunOnly":
     """torch.compile `fn` for fixed shapes (a new shape compiles anew instead of going dynamic).
 
     With `cuda_graphs` the compiled function replays as a CUDA graph (mode "reduce-overhead"); each call
     starts a new graph step and its outputs are cloned, because the next replay overwrites the graph's
-    output buffers. `options` are inductor settings (e.g. {"conv_1x1_as_mm": True}); they choose kernels.
+    output buffers.
     """
-    if options:
-        settings = {**options, **({"triton.cudagraphs": True} if cuda_graphs else {})}
-        compiled = torch.compile(fn, options=settings, dynamic=False)
-    else:
-        compiled = torch.compile(fn, mode="reduce-overhead" if cuda_graphs else None, dynamic=False)
-    return CompiledThenRunOnly(compiled, cuda_graphs=cuda_graphs)
+    mode = "reduce-overhead" if cuda_graphs else None
+    return CompiledThenRunOnly(torch.compile(fn, mode=mode, dynamic=False), cuda_graphs=cuda_graphs)
 
 
 class CompiledThenRunOnly:

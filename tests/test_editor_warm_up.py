@@ -9,7 +9,7 @@ import torch
 import igs2gs.igs2gs_pipeline as pipeline_module
 from igs2gs.editor import EditSettings
 from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_edit, warm_up_editor
-from igs2gs.ip2p_speed import CompiledThenRunOnly, compile_step
+from igs2gs.ip2p_speed import CompiledThenRunOnly
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
 
 
@@ -115,24 +115,3 @@ def test_a_run_builds_and_warms_up_its_editor_with_the_pipeline(
     assert pipeline.editor is editor
     assert sum(call[0][0] for call in editor.calls[1:]) == views  # then the round's edits, each view once
     assert pipeline.datamanager.edited_views == set(range(views))
-
-
-def test_compile_step_passes_inductor_settings_and_keeps_the_modes(monkeypatch):
-    calls: list[dict] = []
-
-    def fake_compile(fn, **kwargs):
-        calls.append(kwargs)
-        return fn
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    settings = {"conv_1x1_as_mm": True}
-    assert compile_step(torch.neg, options=settings)(torch.ones(2)).tolist() == [-1.0, -1.0]
-    compile_step(torch.neg, cuda_graphs=True, options=settings)
-    compile_step(torch.neg)
-    compile_step(torch.neg, cuda_graphs=True)
-    assert calls == [
-        {"options": settings, "dynamic": False},
-        {"options": {**settings, "triton.cudagraphs": True}, "dynamic": False},  # what mode="reduce-overhead" sets
-        {"mode": None, "dynamic": False},
-        {"mode": "reduce-overhead", "dynamic": False},
-    ]
