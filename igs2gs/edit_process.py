@@ -54,6 +54,7 @@ import torch.multiprocessing as mp
 
 from igs2gs.edit_worker import EditJob
 from igs2gs.editor import EditSettings
+from igs2gs.shared_batches import BatchBuffers, SharedBatches, edits_into, moved
 
 _STOP = ("stop", None)
 _POLL_S = 1.0
@@ -120,8 +121,9 @@ class EditProcess:
         if compile_ahead:
             self._compiler = self._start_child(config, "igs2gs-editor-compiled", status=self._compile_status)
         self._retired: List[_Child] = []  # the uncompiled child, once the compiled one took over
-        self._sent: Deque[_Child] = collections.deque()
-        """The child of each batch sent and not yet received, oldest first."""
+        self._sent: Deque[Tuple[_Child, Optional[BatchBuffers]]] = collections.deque()
+        """The child and the shared buffers of each batch sent and not yet received, oldest first."""
+        self._batches = SharedBatches()
         self._edited_uncompiled = 0
         self._closed = False
         atexit.register(self.close)
@@ -166,8 +168,9 @@ class EditProcess:
             self._hand_over()
         if self._closed:
             raise EditProcessError("the edit process was closed")
-        self._child.jobs.put(("edit", [_moved(job, "cpu") for job in jobs]))
-        self._sent.append(self._child)
+        packed, buffers = self._batches.pack(jobs)
+        self._child.jobs.put(("edit", (packed, None if buffers is None else buffers.edits)))
+        self._sent.append((self._child, buffers))
         if self._compiler is not None:
             self._edited_uncompiled += len(jobs)
 
@@ -175,14 +178,17 @@ class EditProcess:
         """The edits of the oldest batch sent and not yet received; waits for the editor on the first call."""
         if not self._sent:
             raise EditProcessError("receive() without a batch sent")
-        child = self._sent.popleft()
+        child, buffers = self._sent.popleft()
         try:
             if not child.ready:
                 _receive(child)  # its "ready", or its start-up error
                 child.ready = True
-            return _receive(child)
+            return self._batches.unpack(_receive(child), buffers)
+        except BaseException:
+            self._batches.release(buffers)
+            raise
         finally:
-            if child is not self._child and child not in self._sent:
+            if child is not self._child and all(sent is not child for sent, _ in self._sent):
                 child.jobs.put(_STOP)  # a retired child stops once its last batch was received (not before: its
                 # edits come back as shared memory that it hands over while alive)
 
@@ -193,7 +199,7 @@ class EditProcess:
         with self._lock:
             if self._closed or self._compiler is None:
                 return
-            if self._child not in self._sent:
+            if all(sent is not self._child for sent, _ in self._sent):
                 self._child.jobs.put(_STOP)
             self._retired.append(self._child)
             self._child, self._compiler = self._compiler, None
@@ -281,12 +287,6 @@ def _parent_main_hidden(*functions: Optional[Callable[..., Any]]) -> Iterator[No
         main.__dict__.update(hidden)
 
 
-def _moved(job: EditJob, device: Any) -> EditJob:
-    """The job with its images on `device` and no CUDA event: jobs travel as CPU tensors (the worker thread waited
-    for the event) and the child moves them to its editor's device before resizing them there."""
-    return EditJob(job.view, job.render.to(device), job.original.to(device), job.settings, job.seed, ready=None)
-
-
 def _picklable(error: BaseException) -> BaseException:
     """`error` if it can travel between processes, else a RuntimeError with its type and message."""
     import pickle
@@ -350,11 +350,11 @@ def _serve(
             if kind == "plan":
                 _warm_up(editor, message, device)
                 continue
-            batch = [_moved(job, device) for job in message]
+            sent, edits = message
+            batch = [moved(job, device) for job in sent]
             with torch.no_grad():
                 edited = edit_job_batch(lambda: editor, guard, batch, config.edit_max_side)
-            images = [None if image is None else image.detach().float().cpu() for image in edited]
-            results.put((True, images, ""))
+            results.put((True, edits_into(edited, edits), ""))
         except BaseException as error:  # noqa: BLE001
             results.put((False, _picklable(error), traceback.format_exc()))
 

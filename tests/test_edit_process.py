@@ -127,6 +127,11 @@ def test_jobs_are_edited_in_the_child_after_its_warm_up():
             torch.testing.assert_close(image[..., 1:, 1:], 1 - job.original[..., 1:, 1:])
             assert image[0, 0, 0, 0].item() == process._child.process.pid != os.getpid()
             assert image[0, 1, 0, 0].item() == 2  # the child's second editor call: its warm-up came first
+        again = process(_jobs([1, 2, 3]))
+        assert [image[0, 1, 0, 0].item() for image in again] == [3, 3, 3] and not any(
+            image.data_ptr() == first.data_ptr() for image in again for first in images
+        ), "each batch's edits are copies: a later batch does not overwrite them"
+        assert [len(free) for free in process._batches._free.values()] == [1], "one set of shared buffers, reused"
         assert process.alive
         os.kill(process._child.process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
         assert len(process(_jobs([7]))) == 1 and process.alive, "the child leaves Ctrl-C to the training process"
