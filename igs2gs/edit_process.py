@@ -22,8 +22,9 @@ edits (a blocking queue read, which releases the GIL).
   not re-run the training process's main module, which multiprocessing's spawn does by default (for `ns-train`
   that imports every nerfstudio method). On a 2-core CPU a child was ready 1.0 s after its start instead of 4.9 s
   under an `ns-train`-like main (stand-in editor; InstructPix2Pix's own imports and loading come after).
-- Jobs travel as CPU tensors through torch.multiprocessing queues (shared memory); edits come back the same
-  way, one [1, 3, h, w] image or None (discarded by the child's edit guard) per job. The edit worker sends the next
+- Jobs travel through torch.multiprocessing queues in shared-memory buffers that are reused from batch to batch
+  (shared_batches.py); edits come back the same way, one [1, 3, h, w] image or None (discarded by the child's edit
+  guard) per job. The edit worker sends the next
   batch while the child edits one (`send` / `receive`), so the child does not wait for the round trip between two
   batches; a child that was taken over from stops once its last edits were received, since it hands them over.
 - The child's errors come back with their traceback and are raised on the worker thread as the editor's
