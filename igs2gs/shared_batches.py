@@ -20,6 +20,9 @@ from torch import Tensor
 
 from igs2gs.edit_worker import EditJob
 
+MAX_SHAPES = 4
+"""Batch shapes whose free buffers are kept (a round's full batches and its last, shorter one need two)."""
+
 
 @dataclass
 class BatchBuffers:
@@ -68,9 +71,14 @@ class SharedBatches:
         return copies
 
     def release(self, buffers: Optional[BatchBuffers]) -> None:
-        """The buffers of a batch that is done (edited, or failed) are free for the next batch of their shape."""
-        if buffers is not None:
-            self._free.setdefault(buffers.key, []).append(buffers)
+        """The buffers of a batch that is done (edited, or failed) are free for the next batch of their shape. Those
+        of the least recently freed shapes are dropped beyond `MAX_SHAPES` (a scene of many image sizes)."""
+        if buffers is None:
+            return
+        free = self._free.pop(buffers.key, [])  # re-inserted last: the dict runs from least to most recent
+        self._free[buffers.key] = free + [buffers]
+        while len(self._free) > MAX_SHAPES:
+            del self._free[next(iter(self._free))]
 
 
 def edits_into(images: Sequence[Optional[Tensor]], edits: Optional[Tensor]) -> List[Optional[Tensor]]:

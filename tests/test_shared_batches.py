@@ -6,7 +6,7 @@ import torch
 
 from igs2gs.edit_worker import EditJob
 from igs2gs.editor import EditSettings
-from igs2gs.shared_batches import SharedBatches, edits_into
+from igs2gs.shared_batches import MAX_SHAPES, SharedBatches, edits_into
 
 SETTINGS = EditSettings(prompt="x")
 
@@ -51,3 +51,12 @@ def test_batches_of_mixed_shapes_travel_as_new_tensors():
     _, buffers = batches.pack(_jobs([2]))
     (out,) = edits_into([edit], buffers.edits)
     assert torch.equal(out, edit) and out.data_ptr() != buffers.edits.data_ptr()
+
+
+def test_free_buffers_are_kept_for_the_most_recent_shapes_only():
+    batches = SharedBatches()
+    for side in range(8, 8 + MAX_SHAPES + 2):
+        _, buffers = batches.pack(_jobs([0], size=(side, side)))
+        batches.release(buffers)
+    kept = sorted(key[-2] for key in batches._free)
+    assert kept == list(range(8 + 2, 8 + MAX_SHAPES + 2)), "the least recently used shapes were dropped"
