@@ -5,6 +5,8 @@
 #   attn        benchmarks/bench_attention.py (SDPA backends at the UNet's attention shapes)
 #   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN)
 #   load        benchmarks/probe_load.py (a fresh process's time to InstructPix2Pix on the GPU, current against direct loading)
+#   transfer    benchmarks/probe_edit_transfer.py (one batch's round trip to the edit process, no editing), also in
+#               BASELINE_DIR when set (the probe is copied there)
 #   editprofile benchmarks/profile_edit.py (the kernels of each piece of an eager 8-view edit)
 #   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
 #   profile     benchmarks/profile_train_step.py on that checkpoint
@@ -51,6 +53,14 @@ if has edit; then
     --variants "${BENCH_EDIT_VARIANTS:-original,resident,batch8,batch8-cudnn,batch16,batch8-compiled}" \
     --breakdown "${BENCH_EDIT_BREAKDOWN-batch8,batch8-compiled}" 2>&1 | tee -a "$OUT/run.log"
   echo "== edit stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has transfer; then
+  for dir in . ${BASELINE_DIR:-}; do
+    [ "$dir" = . ] || cp benchmarks/probe_edit_transfer.py "$dir/benchmarks/"
+    (cd "$dir" && timeout 120 python3 benchmarks/probe_edit_transfer.py) 2>&1 | grep '^{"views' | cut -c1-300 | sed "s|^|$dir: |" \
+      | tee -a "$OUT/run.log"
+  done
+  echo "== transfer stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has editprofile; then
   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k group_norm 2>&1 | tail -3 | tee -a "$OUT/run.log"
