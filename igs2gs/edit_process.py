@@ -27,6 +27,7 @@ edits (a blocking queue read, which releases the GIL).
   guard) per job. The edit worker sends the next
   batch while the child edits one (`send` / `receive`), so the child does not wait for the round trip between two
   batches; a child that was taken over from stops once its last edits were received, since it hands them over.
+  Each editing child says at its end where its time went per view: editing, receiving the batches, waiting for them.
 - The child's errors come back with their traceback and are raised on the worker thread as the editor's
   own would be; a child that dies is reported with its exit code (`EditProcessError`). A compile that fails
   leaves the edits uncompiled (and says so).
@@ -342,22 +343,56 @@ def _serve(
     if compiling:
         compile_status.value = _COMPILED
     results.put((True, "ready", ""))
-    guard = EditGuard()
+    guard, times = EditGuard(), _BatchTimes()
     while True:
+        waited = time.perf_counter()
         kind, message = _next_message(jobs, parent)
         if kind == "stop":
+            if times.batches:
+                CONSOLE.log(times.summary("compiled" if compiling else "uncompiled"))
             return
         try:
             if kind == "plan":
                 _warm_up(editor, message, device)
                 continue
             sent, edits = message
+            received = time.perf_counter()
             batch = [moved(job, device) for job in sent]
+            moved_at = time.perf_counter()
             with torch.no_grad():
                 edited = edit_job_batch(lambda: editor, guard, batch, config.edit_max_side)
-            results.put((True, edits_into(edited, edits), ""))
+            out = edits_into(edited, edits)  # waits for the edit: the copies back need its images
+            times.add(len(sent), received - waited, moved_at - received, time.perf_counter() - moved_at)
+            results.put((True, out, ""))
         except BaseException as error:  # noqa: BLE001
             results.put((False, _picklable(error), traceback.format_exc()))
+
+
+@dataclass
+class _BatchTimes:
+    """Where an editing child's time went between its first and last batch, for a line at its end."""
+
+    batches: int = 0
+    views: int = 0
+    waiting: float = 0.0
+    """For the next batch, from the end of the last one (the first batch's wait is the run's start, not counted)."""
+    receiving: float = 0.0
+    """Moving the batch's images to the editor's device."""
+    editing: float = 0.0
+    """Editing the batch and copying its edits back."""
+
+    def add(self, views: int, waiting: float, receiving: float, editing: float) -> None:
+        self.waiting += waiting if self.batches else 0.0
+        self.batches, self.views = self.batches + 1, self.views + views
+        self.receiving, self.editing = self.receiving + receiving, self.editing + editing
+
+    def summary(self, what: str) -> str:
+        per_view = 1000 / self.views
+        return (
+            f"igs2gs: the {what} InstructPix2Pix edited {self.views} views in {self.batches} batches: per view "
+            f"{self.editing * per_view:.1f} ms editing, {self.receiving * per_view:.1f} ms receiving, "
+            f"{self.waiting * per_view:.1f} ms waiting for the next batch"
+        )
 
 
 def _next_message(jobs: Any, parent: int) -> Tuple[str, Any]:

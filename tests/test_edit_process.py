@@ -140,6 +140,15 @@ def test_jobs_are_edited_in_the_child_after_its_warm_up():
         process(_jobs([0]))
 
 
+def test_the_child_says_where_its_time_went_when_it_stops(capfd):
+    with _process(pid_editor) as process:
+        process(_jobs([0, 1, 2]))
+        process(_jobs([3, 4]))
+    out = capfd.readouterr().out
+    assert "the uncompiled InstructPix2Pix edited 5 views in 2 batches: per view" in " ".join(out.split())
+    assert "ms waiting for the next batch" in " ".join(out.split())
+
+
 def test_a_builder_error_reaches_the_training_process():
     with _process(failing_builder) as process, pytest.raises(ValueError, match="no InstructPix2Pix") as raised:
         process(_jobs([0]))
