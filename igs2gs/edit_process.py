@@ -24,9 +24,9 @@ edits (a blocking queue read, which releases the GIL).
   under an `ns-train`-like main (stand-in editor; InstructPix2Pix's own imports and loading come after).
 - Jobs travel through torch.multiprocessing queues in shared-memory buffers that are reused from batch to batch
   (shared_batches.py); edits come back the same way, one [1, 3, h, w] image or None (discarded by the child's edit
-  guard) per job. The edit worker sends the next
-  batch while the child edits one (`send` / `receive`), so the child does not wait for the round trip between two
-  batches; a child that was taken over from stops once its last edits were received, since it hands them over.
+  guard) per job. The edit worker sends the next batch while the child edits one (`send` / `receive`), so the child
+  does not wait for the round trip between two batches; a child that was taken over from stops once its last edits
+  were received, since it hands them over.
   Each editing child says at its end where its time went per view: editing, receiving the batches, waiting for them.
 - The child's errors come back with their traceback and are raised on the worker thread as the editor's
   own would be; a child that dies is reported with its exit code (`EditProcessError`). A compile that fails
@@ -190,9 +190,8 @@ class EditProcess:
             self._batches.release(buffers)
             raise
         finally:
-            if child is not self._child and all(sent is not child for sent, _ in self._sent):
-                child.jobs.put(_STOP)  # a retired child stops once its last batch was received (not before: its
-                # edits come back as shared memory that it hands over while alive)
+            if child is not self._child:
+                self._stop_once_received(child)
 
     def _hand_over(self) -> None:
         """From now on the compiled child edits; the uncompiled one stops after its batches still in flight."""
@@ -201,13 +200,18 @@ class EditProcess:
         with self._lock:
             if self._closed or self._compiler is None:
                 return
-            if all(sent is not self._child for sent, _ in self._sent):
-                self._child.jobs.put(_STOP)
+            self._stop_once_received(self._child)
             self._retired.append(self._child)
             self._child, self._compiler = self._compiler, None
         CONSOLE.log(
             f"igs2gs: the compiled InstructPix2Pix takes over ({self._edited_uncompiled} views were edited uncompiled)"
         )
+
+    def _stop_once_received(self, child: _Child) -> None:
+        """Tell a retired child to stop if none of its batches is still in flight (not before: its edits come back
+        as shared memory that it hands over while alive)."""
+        if all(sent is not child for sent, _ in self._sent):
+            child.jobs.put(_STOP)
 
     def close(self, timeout: float = 30.0, finish_compile: bool = False) -> None:
         """Stop the children after the batch in progress. A compiling child still at work stops too, unless

@@ -34,7 +34,7 @@ class BatchBuffers:
 
     @property
     def key(self) -> Tuple[object, ...]:
-        return (*self.renders.shape, self.renders.dtype)
+        return _key(len(self.renders), self.renders[0])
 
 
 def moved(job: EditJob, device: object) -> EditJob:
@@ -54,8 +54,7 @@ class SharedBatches:
         first = jobs[0].render
         if first.dim() != 4 or first.shape[0] != 1 or not all(_like(job, first) for job in jobs):
             return [moved(job, "cpu") for job in jobs], None
-        key = (len(jobs), *first.shape, first.dtype)
-        free = self._free.get(key)
+        free = self._free.get(_key(len(jobs), first))
         buffers = free.pop() if free else _allocate(len(jobs), first)
         packed = []
         for i, job in enumerate(jobs):
@@ -93,6 +92,11 @@ def edits_into(images: Sequence[Optional[Tensor]], edits: Optional[Tensor]) -> L
         else:
             out.append(image.detach().float().cpu())
     return out
+
+
+def _key(batch: int, image: Tensor) -> Tuple[object, ...]:
+    """What buffers fit a batch of `batch` images like `image`: its length, the image's shape and dtype."""
+    return (batch, *image.shape, image.dtype)
 
 
 def _like(job: EditJob, first: Tensor) -> bool:
