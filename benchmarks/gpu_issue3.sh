@@ -18,10 +18,12 @@
 #   journal     benchmarks/probe_journal.py (the training thread's time per journalled edit, before and with the writer thread)
 #   leftovers   benchmarks/probe_leftovers.py (processes a compiling child leaves behind, and the CPU speed after it)
 # The compile cache (~/.cache/igs2gs/torchinductor) is restored from .gpu/inductor.tar.gz when present and
-# written back to $OUT/inductor.tar.gz at the end.
+# written back to $OUT/inductor.tar.gz at the end. DEADLINE (seconds after set-up) caps the e2e stages' time limits.
 set -uo pipefail
 STAGES=${STAGES:-attn,edit,checkpoint,profile,e2e,consistency,big}
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
+# the smaller of a stage's time limit and what is left before DEADLINE (seconds after set-up; unset: no deadline)
+within() { local left=$(( ${DEADLINE:-100000} - SECONDS - 15 )); echo $(( $1 < left ? $1 : (left > 1 ? left : 1) )); }
 source .gpu/setup.sh >"$OUT/run.log" 2>&1 || { tail -20 "$OUT/run.log"; exit 1; }
 python3 .gpu/random_backbones.py >>"$OUT/run.log" 2>&1
 export PYTHONPATH="$PWD:$PWD/.gpu/stubs:$PYTHONPATH" NERFSTUDIO_METHOD_CONFIGS="igs2gs=igs2gs.igs2gs_config:igs2gs_method"
@@ -108,7 +110,7 @@ if has e2e; then
   # every 5 s, the busiest processes (their CPU share over those 5 s): what else runs beside a run's training
   top -b -c -d 5 -w 200 | awk '/^top -/ {n = 0} n++ < 20 {print; fflush()}' >"$OUT/top.log" &
   TOP_PID=$!
-  timeout ${E2E_TIMEOUT:-560} python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
+  timeout $(within ${E2E_TIMEOUT:-560}) python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
     --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original}" --profile-dir "$OUT" ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e_stdout.txt" \
     | tail -30 | tee -a "$OUT/run.log"  # e2e_stdout.txt has each run's record as it finishes, also if the stage is cut
   kill $TOP_PID
@@ -123,7 +125,7 @@ fi
 if has e2e && [ -n "${BASELINE_DIR:-}" ]; then
   # BASELINE_RUNS from another checkout (e.g. `git archive COMMIT | tar -x -C .gpu/base`), after the runs above, on
   # the same machine and checkpoint (and compile cache): side-by-side figures of two commits
-  (cd "$BASELINE_DIR" && timeout ${BASE_TIMEOUT:-300} python3 benchmarks/bench_e2e.py --data "$OLDPWD/.gpu/data/bear" \
+  (cd "$BASELINE_DIR" && timeout $(within ${BASE_TIMEOUT:-300}) python3 benchmarks/bench_e2e.py --data "$OLDPWD/.gpu/data/bear" \
     --ip2p-model /tmp/ip2p-arch --load-dir $CKPT --out /tmp/igs2gs-bench/base --runs "$BASELINE_RUNS" --profile-dir "$OUT/base" \
     ${BASE_ARGS:---profile-steps 0}) 2>&1 | grep "^{" | cut -c1-1500 | sed 's/^/base: /' | tee -a "$OUT/run.log"
   mkdir -p "$OUT/records" && for r in ${BASELINE_RUNS//,/ }; do cp /tmp/igs2gs-bench/$r.json "$OUT/records/base_$r.json" 2>/dev/null; done

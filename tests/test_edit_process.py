@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import igs2gs.igs2gs_pipeline as pipeline_module
-from igs2gs.edit_process import EditProcess, EditProcessError
+from igs2gs.edit_process import EditProcess, EditProcessError, _LaunchClock
 from igs2gs.edit_worker import EditJob
 from igs2gs.editor import EditSettings
+from igs2gs.fast_edits import accepts_view_ids
 from igs2gs.ip2p import IP2PLoadError
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
 
@@ -147,6 +148,20 @@ def test_the_child_says_where_its_time_went_when_it_stops(capfd):
     out = capfd.readouterr().out
     assert "the uncompiled InstructPix2Pix edited 5 views in 2 batches: per view" in " ".join(out.split())
     assert "ms waiting for the next batch" in " ".join(out.split())
+    assert "ms of it until the editor's call returned" in " ".join(out.split())
+
+
+class _ViewEditor:
+    def edit(self, renders, originals, settings, generator=None, view_ids=None):  # noqa: ANN001, ANN201
+        return renders + 1
+
+
+def test_the_launch_clock_keeps_the_editors_signature_and_notes_each_return():
+    clock = _LaunchClock(_ViewEditor())
+    assert accepts_view_ids(clock) and not accepts_view_ids(_LaunchClock(InvertEditor()))
+    before = time.perf_counter()
+    assert clock.edit(torch.zeros(1), None, None, view_ids=[0]).item() == 1
+    assert before <= clock.returned <= time.perf_counter()
 
 
 def test_a_builder_error_reaches_the_training_process():
