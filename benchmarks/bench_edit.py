@@ -5,7 +5,9 @@ One process, one card, the real architecture with random weights (benchmarks/mak
 - original: float16, model CPU offload, attention slicing, one view per call, condition re-encoded each edit
   (what the original code runs), and `resident`: the same one view per call with everything on the GPU;
 - ours: resident float16 with SDPA, channels-last, fused QKV, condition latents cached per view, several views
-  per UNet call (each with its own T), optionally cuDNN attention, torch.compile and CUDA graphs.
+  per UNet call (each with its own T), optionally cuDNN attention, torch.compile and CUDA graphs;
+  `batch8-step` and `batch8-autotune` compile only the denoising step, with torch.compile's defaults and with
+  max-autotune's kernel search: compare their steps with `--breakdown batch8-step,batch8-autotune`.
 
 Prints ms per edit (per view), the speed-up over the original, achieved TFLOP/s (FLOPs counted with
 torch.utils.flop_counter.FlopCounterMode on the same edit run eagerly) and its fraction of the float16 and
@@ -82,9 +84,20 @@ class Variant:
     fast_kernels: bool = True
     attention: Optional[list[str]] = None
     compile: bool = False
+    compile_vae: bool = True
+    """With `compile`: the VAE too (else only the denoising step; its breakdown times the step alone)."""
     cuda_graphs: bool = False
+    inductor: dict[str, Any] = field(default_factory=dict)
+    """Inductor settings while the variant compiles (`torch._inductor.config.patch`)."""
     note: str = ""
 
+
+MAX_AUTOTUNE = {
+    "max_autotune": True,
+    "max_autotune_gemm_backends": "ATEN,TRITON",
+    "max_autotune_conv_backends": "ATEN,TRITON",
+}
+"""Inductor's mode "max-autotune-no-cudagraphs": each matmul and convolution timed against Triton templates."""
 
 VARIANTS = {
     v.name: v
@@ -102,6 +115,10 @@ VARIANTS = {
         Variant("batch8-graphs", views=8, compile=True, cuda_graphs=True, note="8 views, compile + CUDA graphs"),
         Variant("batch16-compiled", views=16, compile=True, note="16 views per call, torch.compile"),
         Variant("batch1-graphs", views=1, compile=True, cuda_graphs=True, note="1 view per call, compile + graphs"),
+        Variant("batch8-step", views=8, compile=True, compile_vae=False,
+                note="8 views per call, the denoising step compiled with torch.compile's defaults, VAE eager"),
+        Variant("batch8-autotune", views=8, compile=True, compile_vae=False, inductor=MAX_AUTOTUNE,
+                note="8 views per call, the denoising step compiled with max-autotune's kernel search, VAE eager"),
     ]
 }  # fmt: skip
 DEFAULT_VARIANTS = "original,resident,batch1,batch8,batch8-cudnn,batch8-compiled,batch8-graphs"
@@ -174,7 +191,7 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
     if variant.attention:
         editor.enable_attention_backends(variant.attention)
     if variant.compile:
-        editor.enable_compile(cuda_graphs=variant.cuda_graphs, cache_dir=cache_dir)
+        editor.enable_compile(cuda_graphs=variant.cuda_graphs, vae=variant.compile_vae, cache_dir=cache_dir)
         editor.pad_views_to = variant.views
 
 
@@ -207,8 +224,9 @@ def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repe
     sync()
     graphs = counters["stats"]["unique_graphs"]
     started = time.perf_counter()
-    edit_call(editor, variant, size, call=0)()  # compiles a compiled variant; fills the condition cache
-    sync()
+    with torch._inductor.config.patch(variant.inductor):
+        edit_call(editor, variant, size, call=0)()  # compiles a compiled variant; fills the condition cache
+        sync()
     first = time.perf_counter() - started
     graphs = counters["stats"]["unique_graphs"] - graphs
     for call in range(1, 4 if variant.compile else 2):  # warm: conditions cached, graphs recorded
