@@ -10,7 +10,8 @@
 #   editprofile benchmarks/profile_edit.py (the kernels of each piece of an eager 8-view edit)
 #   checkpoint  a 2,000-step splatfacto checkpoint of bear, relabelled as step 29,999 (e2e_common.py)
 #   profile     benchmarks/profile_train_step.py on that checkpoint
-#   aot         benchmarks/probe_aot_step.py (the denoising step as an AOTInductor package: build and load times)
+#   aot         benchmarks/probe_aot_step.py (the denoising step as an AOTInductor package without its weights: build
+#               and load times, step time; AOT_ARGS="--weights inside" packs the weights in)
 #   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS); then BASELINE_RUNS from the checkout in BASELINE_DIR
 #   consistency benchmarks/bench_consistency.py (CONS_ARGS)
 #   big         bench_e2e.py's ours-1024 run (bear upscaled to 1024 px): peak memory
@@ -102,7 +103,7 @@ diffusers.UNet2DConditionModel, diffusers.AutoencoderKL, transformers.CLIPTextMo
   echo "== load stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has aot; then
-  timeout ${AOT_TIMEOUT:-240} python3 benchmarks/probe_aot_step.py --ip2p-model /tmp/ip2p-arch --out "$OUT/probe_aot_step.json" \
+  timeout ${AOT_TIMEOUT:-240} python3 benchmarks/probe_aot_step.py --ip2p-model /tmp/ip2p-arch --out "$OUT/probe_aot_step.json" ${AOT_ARGS:-} \
     2>&1 | grep -v Warning | tail -12 | tee -a "$OUT/run.log"
   echo "== aot stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
@@ -110,10 +111,14 @@ if has e2e; then
   # every 5 s, the busiest processes (their CPU share over those 5 s): what else runs beside a run's training
   top -b -c -d 5 -w 200 | awk '/^top -/ {n = 0} n++ < 20 {print; fflush()}' >"$OUT/top.log" &
   TOP_PID=$!
+  # each second, each GPU's clock, power, temperature and use: does the editor's GPU run slower beside training?
+  nvidia-smi --query-gpu=timestamp,index,clocks.sm,power.draw,temperature.gpu,utilization.gpu --format=csv,noheader \
+    -l 1 >"$OUT/gpu_clocks.csv" 2>/dev/null &
+  SMI_PID=$!
   timeout $(within ${E2E_TIMEOUT:-560}) python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
     --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original}" --profile-dir "$OUT" ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e_stdout.txt" \
     | tail -30 | tee -a "$OUT/run.log"  # e2e_stdout.txt has each run's record as it finishes, also if the stage is cut
-  kill $TOP_PID
+  kill $TOP_PID $SMI_PID
   cp /tmp/igs2gs-bench/out/bench_e2e.json "$OUT/" 2>/dev/null
   mkdir -p "$OUT/records" && cp /tmp/igs2gs-bench/*.json "$OUT/records/" 2>/dev/null  # each finished run's record
   cp /tmp/igs2gs-bench/profile.txt "$OUT/" 2>/dev/null
