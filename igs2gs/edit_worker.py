@@ -48,6 +48,8 @@ class EditResult:
     error: Optional[BaseException] = None
     seconds: float = 0.0
     """How long the edit function ran, per job of its batch."""
+    batch_seconds: float = 0.0
+    """How long it ran for the whole batch: the batch's first edit began that long before it returned."""
 
 
 class EditWorkerError(RuntimeError):
@@ -187,13 +189,14 @@ class EditWorker:
                 self._serve()
 
     def _put_results(self, jobs: List[EditJob], images: List[Optional[Tensor]], seconds: float) -> None:
+        """One result per job of a batch that took `seconds`."""
         for job, image in zip(jobs, images, strict=True):
             image = None if image is None else image.detach().float().cpu()
-            self._results.put(EditResult(job, image=image, seconds=seconds))
+            self._results.put(EditResult(job, image=image, seconds=seconds / len(jobs), batch_seconds=seconds))
 
     def _put_error(self, jobs: List[EditJob], error: BaseException, seconds: float) -> None:
         for job in jobs:
-            self._results.put(EditResult(job, error=error, seconds=seconds))
+            self._results.put(EditResult(job, error=error, seconds=seconds / len(jobs), batch_seconds=seconds))
 
     def _serve_pipelined(self, edit: PipelinedEdits) -> None:
         """Send each batch as soon as it is submitted (up to `in_flight` batches ahead), receive them in order."""
@@ -220,10 +223,10 @@ class EditWorker:
             try:
                 images = edit.receive()
                 last = time.perf_counter()
-                self._put_results(jobs, images, (last - started) / len(jobs))
+                self._put_results(jobs, images, last - started)
             except BaseException as error:  # noqa: BLE001
                 last = time.perf_counter()
-                self._put_error(jobs, error, (last - started) / len(jobs))
+                self._put_error(jobs, error, last - started)
 
     def _serve(self) -> None:
         while True:
@@ -235,8 +238,8 @@ class EditWorker:
                     for job in jobs:
                         wait_until_ready(job.ready, job.render.device)
                     images = self.edit(jobs)
-                    self._put_results(jobs, images, (time.perf_counter() - started) / len(jobs))
+                    self._put_results(jobs, images, time.perf_counter() - started)
                 except BaseException as error:  # noqa: BLE001 (handed to the training thread, which decides)
-                    self._put_error(jobs, error, (time.perf_counter() - started) / len(jobs))
+                    self._put_error(jobs, error, time.perf_counter() - started)
             if len(jobs) < len(batch):
                 return

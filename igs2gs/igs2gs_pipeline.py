@@ -350,6 +350,7 @@ class IGS2GSPipeline(VanillaPipeline):
             result.seconds,
             step,
             round_start_step=self.keeper.state.round_start_step,
+            began_seconds_ago=result.batch_seconds,
         )
 
     @torch.no_grad()

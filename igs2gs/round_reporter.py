@@ -49,15 +49,19 @@ class RoundReporter:
         edit_seconds: float,
         step: int,
         round_start_step: Optional[int] = None,
+        began_seconds_ago: Optional[float] = None,
     ) -> None:
         """Account for the edit of view `idx` at `step`; print, log and update the status as due. A background
-        edit lands steps after its round began: `round_start_step` (default `step`) counts the rounds to come."""
+        edit lands steps after its round began: `round_start_step` (default `step`) counts the rounds to come, and
+        `began_seconds_ago` (default `edit_seconds`) says how long ago its work began: a batch edits its views
+        together, so the round's first view took its batch's whole time."""
         now = self.clock()
         round_number = edit_round.rounds_started
         if self.progress is None or self.progress.round_number != round_number:
             # The round began when this first edit started, not when it returned.
             first_step = step if round_start_step is None else round_start_step
-            self._begin(round_number, num_views, done=idx, step=first_step, started_at=now - edit_seconds)
+            began = edit_seconds if began_seconds_ago is None else began_seconds_ago
+            self._begin(round_number, num_views, done=idx, step=first_step, started_at=now - began)
         assert self.progress is not None
         self.edit_log.record(idx, render, edited)
         line = self.progress.view_edited(edit_seconds, now)

@@ -114,6 +114,23 @@ def test_queued_jobs_are_edited_together_up_to_the_batch_size():
     assert all(torch.equal(r.image, torch.full((1, 3, 8, 8), float(r.job.view))) for r in results)
 
 
+def test_each_result_carries_its_share_and_its_whole_batchs_time():
+    def edit(jobs):
+        time.sleep(0.06)
+        return [job.original for job in jobs]
+
+    with EditWorker(edit, max_pending=4, batch_size=3) as worker:
+        for view in range(3):
+            worker.submit(job(view))
+        results = worker.wait()
+    batches = {}
+    for r in results:
+        batches.setdefault(r.batch_seconds, []).append(r)
+    for batch_seconds, members in batches.items():
+        assert batch_seconds >= 0.06
+        assert all(r.seconds == pytest.approx(batch_seconds / len(members)) for r in members)
+
+
 def test_close_is_idempotent_and_max_pending_is_checked():
     worker = EditWorker(seeded(SlowEditor()))
     worker.close()

@@ -75,3 +75,20 @@ def test_background_edits_that_land_late_count_the_rounds_from_the_rounds_start(
         step += 1
     out = capsys.readouterr().out
     assert "round 1 of 3: 1/10 views edited" in out and "2 more rounds to come" in out
+
+
+def test_a_background_rounds_time_starts_with_its_first_batch(capsys):
+    # Two batches of 5 views, each 2.5 s in the editor (0.5 s per view): the round's first view returns 2.5 s after
+    # the round began, not 0.5 s.
+    clock = FakeClock()
+    reporter = RoundReporter(gs_steps=50, clock=clock)
+    edit_round = EditRound()
+    edit_round.begin()
+    for batch in range(2):
+        clock.now += 2.5
+        for view in range(5 * batch, 5 * batch + 5):
+            edit_round.advance(10)
+            reporter.view_edited(
+                edit_round, 10, view, torch.zeros(4, 4, 3), torch.ones(4, 4, 3), 0.5, 1, began_seconds_ago=2.5
+            )
+    assert "round 1 done, 10 views edited in 5.0 s (500 ms per edit)" in capsys.readouterr().out
