@@ -414,9 +414,10 @@ class _BatchTimes:
 
 
 class _LaunchClock:
-    """The child's editor, noting when its last `edit` call returned. On a GPU the call returns once its kernels are
-    launched and the edit guard's check then waits for them, so a launch time close to the edit time means the
-    child's processor, not its GPU, sets the pace."""
+    """The child's editor, noting when its last `edit` call returned. On a GPU the call returns once its last kernels
+    are queued, and the edit guard's check then waits for them. A child whose GPU sets the pace returns about a launch
+    queue's worth of work before the end (about one denoising step, 2 x H200); one whose processor does, within a
+    kernel of it."""
 
     def __init__(self, editor: Any) -> None:
         self.returned = 0.0
