@@ -396,12 +396,11 @@ class _BatchTimes:
 
     def add(self, views: int, waiting: float, receiving: float, launching: float, editing: float) -> None:
         self.waiting += waiting if self.batches else 0.0
-        self.batches, self.views = self.batches + 1, self.views + views
-        self.receiving, self.launching, self.editing = (
-            self.receiving + receiving,
-            self.launching + launching,
-            self.editing + editing,
-        )
+        self.batches += 1
+        self.views += views
+        self.receiving += receiving
+        self.launching += launching
+        self.editing += editing
 
     def summary(self, what: str) -> str:
         per_view = 1000 / self.views
