@@ -7,7 +7,8 @@ One process, one card, the real architecture with random weights (benchmarks/mak
 - ours: resident float16 with SDPA, channels-last, fused QKV, condition latents cached per view, several views
   per UNet call (each with its own T), optionally cuDNN attention, torch.compile and CUDA graphs;
   `batch8-step` and `batch8-autotune` compile only the denoising step, with torch.compile's defaults and with
-  max-autotune's kernel search: compare their steps with `--breakdown batch8-step,batch8-autotune`.
+  max-autotune's kernel search (`batch8-autotune-gemm`: for the matmuls only): compare their steps with
+  `--breakdown batch8-step,batch8-autotune`.
 
 Prints ms per edit (per view), the speed-up over the original, achieved TFLOP/s (FLOPs counted with
 torch.utils.flop_counter.FlopCounterMode on the same edit run eagerly) and its fraction of the float16 and
@@ -99,6 +100,9 @@ MAX_AUTOTUNE = {
 }
 """Inductor's mode "max-autotune-no-cudagraphs": each matmul and convolution timed against Triton templates."""
 
+MAX_AUTOTUNE_GEMM = {**MAX_AUTOTUNE, "max_autotune_conv_backends": "ATEN"}
+"""max-autotune for the matmuls only; convolutions stay cuDNN's (a shorter search)."""
+
 VARIANTS = {
     v.name: v
     for v in [
@@ -119,6 +123,8 @@ VARIANTS = {
                 note="8 views per call, the denoising step compiled with torch.compile's defaults, VAE eager"),
         Variant("batch8-autotune", views=8, compile=True, compile_vae=False, inductor=MAX_AUTOTUNE,
                 note="8 views per call, the denoising step compiled with max-autotune's kernel search, VAE eager"),
+        Variant("batch8-autotune-gemm", views=8, compile=True, compile_vae=False, inductor=MAX_AUTOTUNE_GEMM,
+                note="8 views per call, the denoising step compiled with max-autotune for its matmuls only, VAE eager"),
     ]
 }  # fmt: skip
 DEFAULT_VARIANTS = "original,resident,batch1,batch8,batch8-cudnn,batch8-compiled,batch8-graphs"
