@@ -225,6 +225,8 @@ def count_tflop(editor: InstructPix2PixEditor, variant: Variant, size: int) -> f
 def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repeats: int, cache_dir: Path) -> Record:
     from torch._dynamo.utils import counters
 
+    if variant.compile:  # dynamo would reuse an earlier variant's graphs of the same step, whatever its settings
+        torch._dynamo.reset()
     configure(editor, variant, cache_dir)
     editor.clear_condition_cache()
     sync()

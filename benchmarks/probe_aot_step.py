@@ -4,12 +4,13 @@ A run that finds its torch.compile'd editor in the compile cache still traces th
 the cached kernels: 9.5-18 s on an H200 (benchmarks/RESULTS.md), which keeps the compiled editor out of a
 two-GPU run's first round. An AOTInductor package (torch.export + `aoti_compile_and_package`) loads without
 tracing. This times, for the 8-view 512 px step of the compile configuration (channels-last, fused QKV, torch's
-GroupNorm): export, package build, the package's load (in this process, then in fresh ones), and the step's median
-and largest difference against eager.
+GroupNorm): export, package build, and in fresh processes (a crash there is reported, not fatal) the package's load, the
+step's median and its largest difference against eager.
 
 With `--weights outside` (the default) the package holds no weights (`aot_inductor.package_constants_in_so`
-False): the loaded step is handed the editor's own GPU tensors (`load_constants(user_managed=True)`), as an edit
-process that has already loaded InstructPix2Pix would. A package with its weights inside (`--weights inside`) was
+False): the loaded step is handed the editor's tensors, shared (`load_constants(user_managed=True)`, as an edit
+process that has already loaded InstructPix2Pix would) and copied. The shared load crashed when run in the process
+that built the package (H200, torch 2.11). A package with its weights inside (`--weights inside`) was
 1,647 MiB, and its first load in a fresh process had not ended after about 80 s (H200, torch 2.11).
 Not used by the plugin; the numbers decide whether the editor should keep its compiled pieces this way.
 
@@ -37,31 +38,45 @@ import benchmarks.bench_edit as bench_edit  # noqa: E402
 from benchmarks.bench_edit import median_ms  # noqa: E402
 
 LOAD_IN_FRESH_PROCESS = """
-import sys, time
+import json, statistics, sys, time
 t0 = time.perf_counter()
 import torch, torch._inductor
-device = sys.argv[4]
+package, work, mode, device = sys.argv[1:5]
 if device == "cuda":
     torch.zeros(1, device="cuda")  # a CUDA context first: a load without one crashed (H200, torch 2.11)
 t1 = time.perf_counter()
-step = torch._inductor.aoti_load_package(sys.argv[1])
+step = torch._inductor.aoti_load_package(package)
 t2 = time.perf_counter()
-weights = {}
-if sys.argv[3] != "-":  # the weights, on the device (an edit process has them there already)
-    weights = torch.load(sys.argv[3], map_location=device)
+times = {"import_torch_s": t1 - t0, "load_package_s": t2 - t1}
+if mode != "inside":  # the weights, on the device (an edit process has them there already)
+    weights = torch.load(work + "/weights.pt", map_location=device)
+    fqns = step.get_constant_fqns()
     t3 = time.perf_counter()
-    step.load_constants(weights, check_full_update=True, user_managed=True)
-else:
-    t3 = time.perf_counter()
+    step.load_constants({fqn: weights[fqn] for fqn in fqns}, check_full_update=True, user_managed=mode == "user")
+    times.update(read_weights_s=t3 - t2, load_constants_s=time.perf_counter() - t3, constants=len(fqns))
+args = torch.load(work + "/inputs.pt", map_location=device)
+reference = torch.load(work + "/reference.pt", map_location=device)
+def run():
+    out = step(*args)
+    return out[0] if isinstance(out, (list, tuple)) else out
 t4 = time.perf_counter()
-args = torch.load(sys.argv[2], map_location=device)
-step(*args)
-if device == "cuda":
-    torch.cuda.synchronize()
-t5 = time.perf_counter()
-print(f"{t1 - t0} {t2 - t1} {t3 - t2} {t4 - t3} {t5 - t4}")
+with torch.no_grad():
+    out = run()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    times.update(first_step_s=time.perf_counter() - t4, max_abs_diff_vs_eager=(out - reference).abs().max().item())
+    ms = []
+    for _ in range(13):
+        t5 = time.perf_counter()
+        run()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        ms.append(1000 * (time.perf_counter() - t5))
+times["step_ms"] = statistics.median(ms[3:])
+print(json.dumps(times))
 """
-FRESH_PROCESS_TIMES = ("import_torch_s", "load_package_s", "read_weights_s", "load_constants_s", "first_step_s")
+"""A fresh process: load the package (and hand it the weights: `user` shares the editor's tensors, `copy` lets the
+package copy them), then step once against the eager reference and time ten steps (median, synchronised clock)."""
 
 
 class DenoiseStep(torch.nn.Module):
@@ -88,15 +103,6 @@ def step_inputs(editor: Any, views: int, size: int) -> tuple[torch.Tensor, ...]:
     guidance = torch.tensor([12.5, 1.5], device=device)
     factors = (torch.rand(4, views, generator=g) * 0.5 + 0.25).to(device)
     return latents, condition, text, timesteps, guidance, factors
-
-
-def step_constants(module: torch.nn.Module, fqns: list[str]) -> dict[str, torch.Tensor]:
-    """The module's own tensors for the package's constants (named by their fully qualified names)."""
-    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    missing = [fqn for fqn in fqns if fqn not in tensors]
-    if missing:
-        raise KeyError(f"the package needs constants the module does not have: {missing[:5]}")
-    return {fqn: tensors[fqn].detach() for fqn in fqns}
 
 
 def build_editor(args: argparse.Namespace) -> Any:
@@ -160,42 +166,29 @@ def main() -> None:
     )
     save(package_build_s=time.perf_counter() - t0, package_mib=Path(package).stat().st_size / 2**20)
     torch.save(inputs, args.work / "inputs.pt")
+    torch.save(reference, args.work / "reference.pt")
+    modes = ["inside"] if args.weights == "inside" else ["user", "copy"]
+    if args.weights == "outside":  # all the module's tensors; each load picks the ones its package names
+        tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        torch.save({fqn: tensor.detach().cpu() for fqn, tensor in tensors.items()}, args.work / "weights.pt")
+    loads: dict[str, list[Any]] = {}
+    for mode in modes:
+        for _ in range(2):  # the second load finds the package in the page cache, as a later run would
+            load = load_in_fresh_process(package, args.work, mode, device, args.load_timeout)
+            loads.setdefault(mode, []).append(load)
+            save(fresh_process_loads=loads)
 
-    t0 = time.perf_counter()
-    loaded = torch._inductor.aoti_load_package(package)
-    load_s = time.perf_counter() - t0
-    weights_file = "-"
-    if args.weights == "outside":
-        constants = step_constants(module, loaded.get_constant_fqns())
-        t0 = time.perf_counter()
-        loaded.load_constants(constants, check_full_update=True, user_managed=True)
-        save(in_process_load_s=load_s, load_constants_s=time.perf_counter() - t0, constants=len(constants))
-        weights_file = str(args.work / "weights.pt")
-        torch.save({fqn: tensor.cpu() for fqn, tensor in constants.items()}, weights_file)
-    else:
-        save(in_process_load_s=load_s)
 
-    def step(*values: torch.Tensor) -> torch.Tensor:
-        out = loaded(*values)
-        return out[0] if isinstance(out, (list, tuple)) else out
-
-    with torch.no_grad():
-        diff = (step(*inputs) - reference).abs().max().item()
-        save(aot_step_ms=median_ms(lambda: step(*inputs)), max_abs_diff_vs_eager=diff)
-    loads: list[Any] = []
-    for _ in range(2):  # the second load finds the package in the page cache, as a later run would
-        command = [sys.executable, "-c", LOAD_IN_FRESH_PROCESS, package, str(args.work / "inputs.pt"), weights_file]
-        try:
-            out = subprocess.run(command + [device], capture_output=True, text=True, timeout=args.load_timeout)
-        except subprocess.TimeoutExpired:
-            loads.append({"timed_out_s": args.load_timeout})
-        else:
-            if out.returncode != 0:
-                loads.append({"exit_code": out.returncode, "stderr_tail": out.stderr[-1500:]})
-            else:
-                times = map(float, out.stdout.split()[-len(FRESH_PROCESS_TIMES) :])
-                loads.append(dict(zip(FRESH_PROCESS_TIMES, times)))
-        save(fresh_process_loads=loads)
+def load_in_fresh_process(package: str, work: Path, mode: str, device: str, timeout: float) -> dict[str, Any]:
+    """`LOAD_IN_FRESH_PROCESS`'s figures, or how it failed (a crash prints its Python stack: faulthandler)."""
+    command = [sys.executable, "-X", "faulthandler", "-c", LOAD_IN_FRESH_PROCESS, package, str(work), mode, device]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timed_out_s": timeout}
+    if out.returncode != 0:
+        return {"exit_code": out.returncode, "stderr_tail": out.stderr[-2000:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
