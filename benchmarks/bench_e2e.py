@@ -22,6 +22,8 @@
      editor on a thread of the training process.
    - `ours-compile`, `ours-2gpu-compile`: ours and ours-2gpu with `ip2p_compile True`; `NAME-again` runs NAME's
      options once more, with the compile cache the first run filled (a user's second run of that image size).
+   - `ours-compile-saved`, `ours-2gpu-compile-saved`: the same with `ip2p_compile_saved True` (compiled pieces kept
+     whole, igs2gs/saved_compile.py): their `-again` runs load them instead of tracing.
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
 
     python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]
@@ -76,6 +78,8 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
     "ours-2gpu-thread": {"ip2p_device": "cuda:1", "ip2p_process": False},  # ... on a thread of the training process
     "ours-compile": {"ip2p_compile": True},  # compiled InstructPix2Pix (compiled while the trainer starts up)
     "ours-2gpu-compile": {"ip2p_device": "cuda:1", "ip2p_compile": True},
+    "ours-compile-saved": {"ip2p_compile": True, "ip2p_compile_saved": True},  # ... kept whole: no tracing later
+    "ours-2gpu-compile-saved": {"ip2p_device": "cuda:1", "ip2p_compile": True, "ip2p_compile_saved": True},
     "ours-2gpu-thread-compile": {"ip2p_device": "cuda:1", "ip2p_process": False, "ip2p_compile": True},
 }
 """The whole default run with these pipeline options. A name ending in "-again" runs the options of the name

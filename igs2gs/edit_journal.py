@@ -65,16 +65,14 @@ class EditJournal:
         assert image.dtype == torch.uint8 and image.ndim == 3 and image.shape[-1] == 3, (image.dtype, image.shape)
         pixels = image.detach().cpu().numpy()
         # compress_level 1: a few ms per 512 px view, about the size of level 6 for photos
-        _write_atomically(
-            self.image_path(idx), lambda path: Image.fromarray(pixels).save(path, "PNG", compress_level=1)
-        )
+        write_atomically(self.image_path(idx), lambda path: Image.fromarray(pixels).save(path, "PNG", compress_level=1))
 
     def write_state(self, state: JournalState) -> None:
         """Replace the journal's state (after the images it names are written)."""
         data = {"format": JOURNAL_FORMAT, **asdict(state)}
         data["view_steps"] = {str(view): step for view, step in sorted(state.view_steps.items())}
         text = json.dumps(data, indent=1) + "\n"
-        _write_atomically(self.folder / STATE_FILE, lambda path: path.write_text(text))
+        write_atomically(self.folder / STATE_FILE, lambda path: path.write_text(text))
 
     def read_state(self) -> Optional[JournalState]:
         """The journal's state; None when there is none or it cannot be read (a journal of another format)."""
@@ -101,7 +99,7 @@ class EditJournal:
         return torch.from_numpy(pixels.copy())
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write `path` through a temporary file in the same folder and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")

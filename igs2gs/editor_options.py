@@ -24,6 +24,7 @@ class EditorOptions:
     ip2p_compile: bool
     ip2p_cuda_graphs: bool
     ip2p_compile_cache: Optional[Path]
+    ip2p_compile_saved: bool
     edit_batch_size: int
     edit_max_side: int
 

@@ -56,3 +56,8 @@ def warm_up_editor(
     for size in sizes:
         warm_up_edit(editor, size, batch_size, settings, device)
     editor.stop_compiling()
+    report = getattr(editor, "saved_compile_report", lambda: None)()
+    if report:
+        from nerfstudio.utils.rich_utils import CONSOLE  # here: an edit process imports no more than it needs
+
+        CONSOLE.log(report)

@@ -173,5 +173,7 @@ def configure_editor(editor: Any, config: Any) -> None:
     if config.ip2p_fast_kernels:  # compile: the configuration measured with it (channels-last, torch's GroupNorm)
         editor.enable_fast_kernels(channels_last=config.ip2p_compile, group_norm=not config.ip2p_compile)
     if config.ip2p_compile:
-        editor.enable_compile(cuda_graphs=config.ip2p_cuda_graphs, cache_dir=config.ip2p_compile_cache)
+        editor.enable_compile(
+            cuda_graphs=config.ip2p_cuda_graphs, cache_dir=config.ip2p_compile_cache, saved=config.ip2p_compile_saved
+        )
         editor.pad_views_to = config.edit_batch_size  # one compiled batch size, also for a round's last batch

@@ -26,6 +26,8 @@ from igs2gs import ip2p_speed
 from igs2gs.ddim import add_noise, check_scheduler, combine_guidance, ddim_schedule, ddim_step, spread_schedule
 from igs2gs.editor import EditSettings
 from igs2gs.fast_group_norm import use_fast_group_norm, use_torch_group_norm
+from igs2gs.saved_compile import FOLDER as SAVED_COMPILES
+from igs2gs.saved_compile import SavedCompile, piece_context
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -238,24 +240,46 @@ class InstructPix2PixEditor:
             return contextlib.nullcontext()
         return ip2p_speed.prefer_sdpa_backends(self._attention_backends)
 
-    def enable_compile(self, cuda_graphs: bool = False, vae: bool = True, cache_dir: Optional[Path] = None) -> None:
+    def enable_compile(
+        self, cuda_graphs: bool = False, vae: bool = True, cache_dir: Optional[Path] = None, saved: bool = False
+    ) -> None:
         """torch.compile the denoising step (UNet, guidance, DDIM update) and, with `vae`, the VAE encoder and
         decoder; with `cuda_graphs`, the step replays as a CUDA graph (mode "reduce-overhead"). Each new image size
         or batch size compiles once (about a minute for the UNet); `cache_dir` keeps the compiled kernels on disk
-        for later runs (TORCHINDUCTOR_CACHE_DIR, unless already set). CUDA only."""
+        for later runs (TORCHINDUCTOR_CACHE_DIR, unless already set). With `saved` (and a `cache_dir`, without
+        `cuda_graphs`), each compiled piece is also kept whole there, and later runs load it without tracing
+        (igs2gs/saved_compile.py). Call it after the other switches (fast kernels, attention backends). CUDA only."""
         if self.device.type != "cuda":
             raise ValueError(f"enable_compile needs a CUDA editor, this one runs on {self.device}; leave it off on CPU")
         if self._offload_hooks:
             raise ValueError("enable_compile cannot follow enable_model_cpu_offload; call disable_model_cpu_offload")
-        if cache_dir is not None:
-            ip2p_speed.use_compile_cache(cache_dir)
-        self._step = ip2p_speed.compile_step(self.denoise_step, cuda_graphs=cuda_graphs)
+        folder = ip2p_speed.use_compile_cache(cache_dir) if cache_dir is not None else None
+        saved_folder = folder / SAVED_COMPILES if folder is not None and saved and not cuda_graphs else None
+        self._step = self._compiled(self.denoise_step, "step", cuda_graphs, saved_folder)
         if vae:
-            self._encode = ip2p_speed.compile_step(self._vae_encode, cuda_graphs=False)
-            self._decode = ip2p_speed.compile_step(self._vae_decode, cuda_graphs=False)
+            self._encode = self._compiled(self._vae_encode, "vae_encode", False, saved_folder)
+            self._decode = self._compiled(self._vae_decode, "vae_decode", False, saved_folder)
 
-    def _compiled_pieces(self) -> list[ip2p_speed.CompiledThenRunOnly]:
-        return [p for p in (self._step, self._encode, self._decode) if isinstance(p, ip2p_speed.CompiledThenRunOnly)]
+    def _compiled(
+        self, method: Callable[..., Any], name: str, cuda_graphs: bool, saved_folder: Optional[Path]
+    ) -> Union[ip2p_speed.CompiledThenRunOnly, SavedCompile]:
+        piece = ip2p_speed.compile_step(method, cuda_graphs=cuda_graphs)
+        if saved_folder is None:
+            return piece
+        return SavedCompile(method, name, saved_folder, piece_context(self), piece)
+
+    def _compiled_pieces(self) -> list[Union[ip2p_speed.CompiledThenRunOnly, SavedCompile]]:
+        pieces = (self._step, self._encode, self._decode)
+        return [p for p in pieces if isinstance(p, (ip2p_speed.CompiledThenRunOnly, SavedCompile))]
+
+    def saved_compile_report(self) -> Optional[str]:
+        """What the compiled pieces kept whole did (`enable_compile(saved=True)`): loaded, saved, failed."""
+        saved = [p for p in self._compiled_pieces() if isinstance(p, SavedCompile)]
+        if not saved:
+            return None
+        loaded, written = sum(len(p.loaded) for p in saved), sum(len(p.saved) for p in saved)
+        lines = [f"igs2gs: compiled pieces kept whole: {loaded} loaded, {written} compiled and saved"]
+        return "\n".join(lines + [failure for piece in saved for failure in piece.failures])
 
     @property
     def compiling(self) -> bool:

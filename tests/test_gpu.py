@@ -209,3 +209,9 @@ def test_one_pass_of_the_fused_adams_makes_torchs_update_on_cuda():
     from tests.test_grouped_adam import step_both
 
     step_both("cuda")
+
+
+def test_a_fresh_process_loads_the_editors_saved_compile_and_edits_the_same(tmp_path):
+    from tests.test_saved_compile import check_saved_edit_loads_in_fresh_process
+
+    check_saved_edit_loads_in_fresh_process(tmp_path, "cuda")

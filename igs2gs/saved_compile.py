@@ -1,0 +1,210 @@
+"""Compiled editor pieces saved whole on disk, so that a later run loads them without tracing the model again.
+
+torch.compile's caches keep inductor's kernels between runs, but each new process still traces the model with dynamo:
+18-25 s for InstructPix2Pix's step and VAE from a warm cache on an H200 (benchmarks/RESULTS.md). Dynamo's AOT compile
+(`OptimizedModule._aot_compile`, experimental in torch) compiles a module for given inputs and serialises the compiled
+graphs with their guards. A fresh process loads them onto its own module, whose weights the graphs read at each call:
+about 1 s for the tiny test model on a CPU.
+
+Guards that cannot be serialised (object identities, closures, classes) are dropped. So each saved piece is keyed by
+everything they stood for: torch's and diffusers' versions, the device, this package's source, the editor's modules
+and tensors (names, classes, shapes, dtypes, strides), and the exact inputs. Anything that fails (a torch without the
+API, a graph that does not serialise, a file that does not load) falls back to torch.compile as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from igs2gs.edit_journal import write_atomically
+from igs2gs.ip2p_speed import CompiledThenRunOnly
+
+_UNSAVABLE_GUARDS = frozenset(
+    ("DICT_VERSION", "NN_MODULE", "ID_MATCH", "FUNCTION_MATCH", "CLASS_MATCH", "MODULE_MATCH", "CLOSURE_MATCH")
+    + ("WEAKREF_ALIVE",)
+)
+"""Guard kinds dynamo cannot serialise (`CheckFunctionManager.UNSUPPORTED_SERIALIZATION_GUARD_TYPES`)."""
+
+_PACKAGE = Path(__file__).resolve().parent
+
+FOLDER = "igs2gs-saved"
+"""The compile cache's subfolder of saved pieces."""
+
+
+def savable_guards(entries: list[Any]) -> list[bool]:
+    """Dynamo's guard filter: keep the guards that serialise; the key stands in for the others."""
+    return [
+        entry.guard_type not in _UNSAVABLE_GUARDS and not (set(entry.derived_guard_types or ()) & _UNSAVABLE_GUARDS)
+        for entry in entries
+    ]
+
+
+def supported() -> bool:
+    """Whether this torch has the AOT compile of modules."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    return hasattr(OptimizedModule, "_aot_compile") and hasattr(torch._dynamo.config, "enable_aot_compile")
+
+
+def describe(value: Any) -> str:
+    """What a guard could check of an input: a tensor's shape, strides, dtype, device and grad flag, else its repr."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}{value.stride()}{value.dtype}{value.device.type}{value.requires_grad}"
+    return repr(value)
+
+
+def package_digest() -> str:
+    """Digest of this package's Python source: a saved piece from other code is never loaded."""
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def modules_digest(*modules: nn.Module) -> str:
+    """Digest of the modules' structure and tensors' layouts (not their values: the graphs read those live)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, child in module.named_modules():
+            digest.update(f"{name}:{type(child).__module__}.{type(child).__qualname__}\n".encode())
+        for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+            digest.update(f"{name}:{describe(tensor)}\n".encode())
+    return digest.hexdigest()
+
+
+def environment(device: torch.device) -> str:
+    """Versions and the device a compiled piece depends on."""
+    import diffusers
+
+    card = ""
+    if device.type == "cuda":
+        card = f"{torch.cuda.get_device_name(device)} sm{torch.cuda.get_device_capability(device)}"
+    return f"torch {torch.__version__}, diffusers {diffusers.__version__}, {device.type} {card}"
+
+
+class _MethodModule(nn.Module):
+    """A method as a module's forward, for dynamo's AOT compile of modules. Its object is not a registered
+    submodule: the graphs reach its modules and tensors through it, and read them at each call."""
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        super().__init__()
+        self._method = [method]
+
+    def forward(self, *args: Any) -> Any:
+        return self._method[0](*args)
+
+
+class SavedCompile:
+    """A compiled piece of the editor that is kept whole in `folder`, one file per input signature.
+
+    A call whose signature has a saved file loads it (no tracing) and runs it. Otherwise, while compiling, it
+    compiles the piece with dynamo's AOT compile and saves it. When neither works, or after `stop_compiling`, it runs
+    `fallback` (a `CompiledThenRunOnly` of the same method). `context` names what else the compiled code depends on
+    (the editor's modules, dtype, memory format); see `piece_context`.
+    """
+
+    def __init__(
+        self, method: Callable[..., Any], name: str, folder: Path, context: str, fallback: CompiledThenRunOnly
+    ) -> None:
+        self.name, self.folder, self.fallback = name, Path(folder), fallback
+        self._module = _MethodModule(method)
+        self._context = "\n".join((environment_of(method), package_digest(), context))
+        self._pieces: dict[str, Optional[Callable[..., Any]]] = {}
+        self.loaded: list[str] = []
+        self.saved: list[str] = []
+        self.failures: list[str] = []
+
+    @property
+    def compiling(self) -> bool:
+        return self.fallback.compiling
+
+    def stop_compiling(self) -> None:
+        """From now on, load saved pieces but compile nothing new (see `CompiledThenRunOnly`)."""
+        self.fallback.stop_compiling()
+
+    def key(self, args: tuple[Any, ...]) -> str:
+        text = "\n".join((self._context, self.name, *map(describe, args)))
+        return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{self.name}-{key}.bin"
+
+    def __call__(self, *args: Any) -> Any:
+        key = self.key(args)
+        if key not in self._pieces:
+            piece = self._load(key)
+            if piece is None and self.compiling:
+                piece = self._compile_and_save(key, args)
+            self._pieces[key] = piece
+        piece = self._pieces[key]
+        if piece is None:
+            return self.fallback(*args)
+        try:
+            return piece(*args)
+        except RuntimeError as error:
+            if "GuardManager check failed" not in str(error):
+                raise
+            self._failed(f"{self.name}: a saved piece's guards failed ({error}); using torch.compile")
+            self._pieces[key] = None
+            return self.fallback(*args)
+
+    def _compiled_module(self) -> Any:
+        return torch.compile(self._module, fullgraph=True, dynamic=False, options={"guard_filter_fn": savable_guards})
+
+    def _load(self, key: str) -> Optional[Callable[..., Any]]:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            compiled = self._compiled_module()
+            with torch._dynamo.config.patch(enable_aot_compile=True):
+                compiled._load_aot_compiled_module(path.read_bytes())
+        except Exception as error:  # noqa: BLE001 - any failure falls back to torch.compile
+            self._failed(f"{self.name}: could not load {path.name} ({type(error).__name__}: {error})")
+            return None
+        self.loaded.append(path.name)
+        return compiled
+
+    def _compile_and_save(self, key: str, args: tuple[Any, ...]) -> Optional[Callable[..., Any]]:
+        if not supported():
+            return None
+        from torch._dynamo.aot_compile import ModelInput
+
+        try:
+            compiled = self._compiled_module()
+            with torch._dynamo.config.patch(enable_aot_compile=True):
+                compiled._aot_compile([ModelInput(args=args, kwargs={}, contexts=[])])
+                data = compiled._save_aot_compiled_module()
+        except Exception as error:  # noqa: BLE001 - any failure falls back to torch.compile
+            self._failed(f"{self.name}: AOT compile failed ({type(error).__name__}: {str(error)[:300]})")
+            return None
+        try:
+            write_atomically(self.path(key), lambda path: path.write_bytes(data))
+            self.saved.append(self.path(key).name)
+        except OSError as error:
+            self._failed(f"{self.name}: could not save the compiled piece ({error})")
+        return compiled
+
+    def _failed(self, message: str) -> None:
+        self.failures.append(message)
+
+
+def environment_of(method: Callable[..., Any]) -> str:
+    """`environment` of the device of the method's object (an editor with a `device`), else of the CPU."""
+    device = getattr(getattr(method, "__self__", None), "device", torch.device("cpu"))
+    return environment(torch.device(device))
+
+
+def piece_context(editor: Any) -> str:
+    """What an InstructPix2PixEditor's compiled pieces depend on beyond their inputs."""
+    return "\n".join(
+        (
+            f"dtype {editor.dtype}, memory format {editor._memory_format}, attention {editor._attention_backends}",
+            modules_digest(editor.unet, editor.vae),
+        )
+    )

@@ -1,0 +1,212 @@
+"""Compiled editor pieces saved whole (igs2gs/saved_compile.py), on the CPU with the tiny InstructPix2Pix."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from igs2gs import saved_compile
+from igs2gs.fast_group_norm import use_fast_group_norm
+from igs2gs.saved_compile import SavedCompile, modules_digest, piece_context
+from tests.tiny_ip2p import tiny_editor
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(not saved_compile.supported(), reason="this torch has no AOT compile of modules")
+
+
+class EagerFallback:
+    """Stands in for the `CompiledThenRunOnly` fallback: runs the method eagerly and counts its calls."""
+
+    def __init__(self, method: Any) -> None:
+        self.method, self.calls, self.compiling = method, 0, True
+
+    def stop_compiling(self) -> None:
+        self.compiling = False
+
+    def __call__(self, *args: Any) -> Any:
+        self.calls += 1
+        return self.method(*args)
+
+
+def step_args(editor: Any, views: int = 2, side: int = 8) -> tuple[Any, ...]:
+    """Fixed inputs of the tiny editor's denoising step."""
+    g = torch.Generator().manual_seed(1)
+    return (
+        torch.randn(views, 4, side, side, generator=g),
+        torch.randn(3 * views, 4, side, side, generator=g),
+        editor.encode_prompt("turn the bear into a panda").repeat_interleave(views, dim=0),
+        torch.full((3 * views,), 500, dtype=torch.long),
+        torch.tensor([7.5, 1.5]),
+        torch.rand(4, views, generator=g),
+        0.0,
+    )
+
+
+def saved_step(editor: Any, folder: Path) -> tuple[SavedCompile, EagerFallback]:
+    fallback = EagerFallback(editor.denoise_step)
+    return SavedCompile(editor.denoise_step, "step", folder, piece_context(editor), fallback), fallback  # type: ignore[arg-type]
+
+
+LOAD_IN_FRESH_PROCESS = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+from torch._dynamo.utils import counters
+from tests.test_saved_compile import saved_step, step_args
+from tests.tiny_ip2p import tiny_editor
+editor = tiny_editor()
+with torch.no_grad():
+    for p in editor.unet.parameters():  # other weights than the saving process had: the graphs must read them live
+        p.add_(0.05 * torch.randn_like(p))
+    step, fallback = saved_step(editor, __import__("pathlib").Path(sys.argv[2]))
+    args = step_args(editor)
+    diff = (step(*args) - editor.denoise_step(*args)).abs().max().item()
+print(json.dumps({"loaded": step.loaded, "graphs": counters["stats"]["unique_graphs"], "fallback_calls": fallback.calls,
+                  "failures": step.failures, "diff": diff}))
+"""
+
+
+@torch.no_grad()
+def test_a_fresh_process_loads_the_saved_step_without_tracing(tmp_path: Path) -> None:
+    editor = tiny_editor()
+    step, fallback = saved_step(editor, tmp_path)
+    args = step_args(editor)
+    out = step(*args)
+    assert step.failures == [] and len(step.saved) == 1 and fallback.calls == 0
+    assert (tmp_path / step.saved[0]).stat().st_size > 0
+    torch.testing.assert_close(out, editor.denoise_step(*args), atol=1e-4, rtol=1e-4)
+
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_IN_FRESH_PROCESS, str(REPO), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    fresh = json.loads(done.stdout.strip().splitlines()[-1])
+    assert fresh["loaded"] == step.saved and fresh["failures"] == []
+    assert fresh["graphs"] == 0, "the fresh process traced the step again"
+    assert fresh["fallback_calls"] == 0
+    assert fresh["diff"] < 1e-4, "the loaded step did not compute with the fresh process's weights"
+
+
+@torch.no_grad()
+def test_a_file_that_does_not_load_falls_back_and_is_reported(tmp_path: Path) -> None:
+    editor = tiny_editor()
+    step, fallback = saved_step(editor, tmp_path)
+    args = step_args(editor)
+    step.path(step.key(args)).write_bytes(b"not a compiled piece")
+    step.stop_compiling()  # a load is still tried; compiling is not
+    torch.testing.assert_close(step(*args), editor.denoise_step(*args))
+    assert fallback.calls == 1 and step.loaded == [] and step.saved == []
+    assert len(step.failures) == 1 and "could not load" in step.failures[0]
+
+
+@torch.no_grad()
+def test_after_stop_compiling_nothing_new_is_compiled(tmp_path: Path) -> None:
+    editor = tiny_editor()
+    step, fallback = saved_step(editor, tmp_path)
+    step.stop_compiling()
+    step(*step_args(editor))
+    assert fallback.calls == 1 and step.saved == [] and list(tmp_path.iterdir()) == []
+
+
+@torch.no_grad()
+def test_without_the_api_the_fallback_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(saved_compile, "supported", lambda: False)
+    editor = tiny_editor()
+    step, fallback = saved_step(editor, tmp_path)
+    step(*step_args(editor))
+    assert fallback.calls == 1 and step.saved == [] and step.failures == []
+
+
+def test_the_key_follows_inputs_modules_and_code_but_not_weight_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    editor = tiny_editor()
+    step, _ = saved_step(editor, tmp_path)
+    args = step_args(editor)
+    key = step.key(args)
+    assert step.key(step_args(editor)) == key
+    assert step.key(step_args(editor, views=1)) != key  # another batch size
+    assert step.key((*args[:-1], 1.0)) != key  # another constant
+    assert step.key((args[0].to(memory_format=torch.channels_last), *args[1:])) != key  # other strides
+
+    digest = modules_digest(editor.unet, editor.vae)
+    with torch.no_grad():
+        next(editor.unet.parameters()).add_(1.0)
+    assert modules_digest(editor.unet, editor.vae) == digest  # values are read live, not keyed
+    assert use_fast_group_norm(editor.vae) > 0
+    assert modules_digest(editor.unet, editor.vae) != digest  # another GroupNorm class compiles other code
+
+    fresh = tiny_editor()
+    before = saved_step(fresh, tmp_path)[0].key(args)
+    monkeypatch.setattr(saved_compile, "package_digest", lambda: "other code")
+    assert saved_step(fresh, tmp_path)[0].key(args) != before  # other igs2gs source
+
+
+SAVED_EDIT_IN_FRESH_PROCESS = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from torch._dynamo.utils import counters
+from tests.test_saved_compile import saved_compile_edit
+out, report = saved_compile_edit(Path(sys.argv[2]), sys.argv[4])
+torch.save(out.cpu(), sys.argv[3])
+print(json.dumps({"graphs": counters["stats"]["unique_graphs"], "report": report}))
+"""
+
+
+def saved_compile_edit(cache: Path, device: str) -> tuple[torch.Tensor, str]:
+    """The tiny editor with its compiled pieces kept whole in `cache`, and one 2-view edit of fixed inputs. On CUDA
+    through `enable_compile` as a run sets it up; on the CPU (where enable_compile refuses) piece by piece."""
+    from igs2gs.editor import EditSettings
+
+    editor = tiny_editor(device=device)
+    if device == "cuda":
+        editor.enable_fast_kernels(channels_last=True, group_norm=False)  # as configure_editor does with ip2p_compile
+        editor.enable_compile(cache_dir=cache, saved=True)
+    else:
+        folder = cache / saved_compile.FOLDER
+        editor._step = editor._compiled(editor.denoise_step, "step", False, folder)
+        editor._encode = editor._compiled(editor._vae_encode, "vae_encode", False, folder)
+        editor._decode = editor._compiled(editor._vae_decode, "vae_decode", False, folder)
+    g = torch.Generator().manual_seed(0)
+    renders, originals = (torch.rand(2, 3, 64, 64, generator=g).to(device) for _ in range(2))
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
+    out = editor.edit(renders, originals, EditSettings(prompt="turn it blue", diffusion_steps=3), generator=generators)
+    editor.stop_compiling()
+    return out, editor.saved_compile_report() or ""
+
+
+def saved_counts(report: str) -> tuple[int, int]:
+    """(loaded, compiled and saved) from `saved_compile_report`'s first line."""
+    found = re.search(r"(\d+) loaded, (\d+) compiled and saved", report)
+    assert found, report
+    return int(found.group(1)), int(found.group(2))
+
+
+def check_saved_edit_loads_in_fresh_process(tmp_path: Path, device: str) -> None:
+    """An edit compiles and saves the editor's pieces; a fresh process loads them all, traces nothing, and edits
+    the same."""
+    out, report = saved_compile_edit(tmp_path / "cache", device)
+    loaded, saved = saved_counts(report)
+    assert loaded == 0 and saved >= 3, report  # the step, the VAE encoder and decoder
+    command = [sys.executable, "-c", SAVED_EDIT_IN_FRESH_PROCESS, str(REPO), str(tmp_path / "cache")]
+    done = subprocess.run(command + [str(tmp_path / "o.pt"), device], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    fresh = json.loads(done.stdout.strip().splitlines()[-1])
+    assert saved_counts(fresh["report"]) == (saved, 0), fresh["report"]
+    assert fresh["graphs"] == 0, "the fresh process traced the editor again"
+    torch.testing.assert_close(torch.load(tmp_path / "o.pt"), out.cpu(), atol=2e-3, rtol=0)
+
+
+def test_an_edit_with_saved_pieces_loads_in_a_fresh_process_on_the_cpu(tmp_path: Path) -> None:
+    check_saved_edit_loads_in_fresh_process(tmp_path, "cpu")
