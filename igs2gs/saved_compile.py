@@ -54,7 +54,7 @@ def supported() -> bool:
 def describe(value: Any) -> str:
     """What a guard could check of an input: a tensor's shape, strides, dtype, device and grad flag, else its repr."""
     if isinstance(value, torch.Tensor):
-        return f"tensor{tuple(value.shape)}{value.stride()}{value.dtype}{value.device.type}{value.requires_grad}"
+        return f"tensor{tuple(value.shape)}{value.stride()}{value.dtype}{value.device}{value.requires_grad}"
     return repr(value)
 
 
@@ -78,13 +78,14 @@ def modules_digest(*modules: nn.Module) -> str:
 
 
 def environment(device: torch.device) -> str:
-    """Versions and the device a compiled piece depends on."""
+    """Versions and the device a compiled piece depends on (its index too: inductor's code names it)."""
     import diffusers
 
     card = ""
     if device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
         card = f"{torch.cuda.get_device_name(device)} sm{torch.cuda.get_device_capability(device)}"
-    return f"torch {torch.__version__}, diffusers {diffusers.__version__}, {device.type} {card}"
+    return f"torch {torch.__version__}, diffusers {diffusers.__version__}, {device} {card}"
 
 
 class _MethodModule(nn.Module):

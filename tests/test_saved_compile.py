@@ -138,6 +138,7 @@ def test_the_key_follows_inputs_modules_and_code_but_not_weight_values(
     assert step.key(step_args(editor, views=1)) != key  # another batch size
     assert step.key((*args[:-1], 1.0)) != key  # another constant
     assert step.key((args[0].to(memory_format=torch.channels_last), *args[1:])) != key  # other strides
+    assert saved_compile.describe(torch.zeros(1, device="meta")) != saved_compile.describe(torch.zeros(1))
 
     digest = modules_digest(editor.unet, editor.vae)
     with torch.no_grad():
