@@ -27,7 +27,7 @@ from igs2gs.ddim import add_noise, check_scheduler, combine_guidance, ddim_sched
 from igs2gs.editor import EditSettings
 from igs2gs.fast_group_norm import use_fast_group_norm, use_torch_group_norm
 from igs2gs.saved_compile import FOLDER as SAVED_COMPILES
-from igs2gs.saved_compile import SavedCompile, piece_context
+from igs2gs.saved_compile import SavedCompile, modules_digest
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -266,7 +266,13 @@ class InstructPix2PixEditor:
         piece = ip2p_speed.compile_step(method, cuda_graphs=cuda_graphs)
         if saved_folder is None:
             return piece
-        return SavedCompile(method, name, saved_folder, piece_context(self), piece)
+        return SavedCompile(method, name, saved_folder, self._compile_context(), piece)
+
+    def _compile_context(self) -> str:
+        """What the compiled pieces depend on beyond their inputs: the modules' classes and tensors' layouts, the
+        dtype, memory format and attention backends (the key of a saved piece, saved_compile.py)."""
+        settings = f"dtype {self.dtype}, memory format {self._memory_format}, attention {self._attention_backends}"
+        return f"{settings}\n{modules_digest(self.unet, self.vae)}"
 
     def _compiled_pieces(self) -> list[Union[ip2p_speed.CompiledThenRunOnly, SavedCompile]]:
         pieces = (self._step, self._encode, self._decode)

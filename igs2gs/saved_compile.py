@@ -25,8 +25,16 @@ from igs2gs.edit_journal import write_atomically
 from igs2gs.ip2p_speed import CompiledThenRunOnly
 
 _UNSAVABLE_GUARDS = frozenset(
-    ("DICT_VERSION", "NN_MODULE", "ID_MATCH", "FUNCTION_MATCH", "CLASS_MATCH", "MODULE_MATCH", "CLOSURE_MATCH")
-    + ("WEAKREF_ALIVE",)
+    {
+        "DICT_VERSION",
+        "NN_MODULE",
+        "ID_MATCH",
+        "FUNCTION_MATCH",
+        "CLASS_MATCH",
+        "MODULE_MATCH",
+        "CLOSURE_MATCH",
+        "WEAKREF_ALIVE",
+    }
 )
 """Guard kinds dynamo cannot serialise (`CheckFunctionManager.UNSUPPORTED_SERIALIZATION_GUARD_TYPES`)."""
 
@@ -106,7 +114,7 @@ class SavedCompile:
     A call whose signature has a saved file loads it (no tracing) and runs it. Otherwise, while compiling, it
     compiles the piece with dynamo's AOT compile and saves it. When neither works, or after `stop_compiling`, it runs
     `fallback` (a `CompiledThenRunOnly` of the same method). `context` names what else the compiled code depends on
-    (the editor's modules, dtype, memory format); see `piece_context`.
+    (the editor's modules, dtype, memory format).
     """
 
     def __init__(
@@ -150,7 +158,7 @@ class SavedCompile:
         except RuntimeError as error:
             if "GuardManager check failed" not in str(error):
                 raise
-            self._failed(f"{self.name}: a saved piece's guards failed ({error}); using torch.compile")
+            self.failures.append(f"{self.name}: a saved piece's guards failed ({error}); using torch.compile")
             self._pieces[key] = None
             return self.fallback(*args)
 
@@ -159,14 +167,14 @@ class SavedCompile:
 
     def _load(self, key: str) -> Optional[Callable[..., Any]]:
         path = self.path(key)
-        if not path.is_file():
+        if not path.is_file() or not supported():
             return None
         try:
             compiled = self._compiled_module()
             with torch._dynamo.config.patch(enable_aot_compile=True):
                 compiled._load_aot_compiled_module(path.read_bytes())
         except Exception as error:  # noqa: BLE001 - any failure falls back to torch.compile
-            self._failed(f"{self.name}: could not load {path.name} ({type(error).__name__}: {error})")
+            self.failures.append(f"{self.name}: could not load {path.name} ({type(error).__name__}: {error})")
             return None
         self.loaded.append(path.name)
         return compiled
@@ -182,30 +190,17 @@ class SavedCompile:
                 compiled._aot_compile([ModelInput(args=args, kwargs={}, contexts=[])])
                 data = compiled._save_aot_compiled_module()
         except Exception as error:  # noqa: BLE001 - any failure falls back to torch.compile
-            self._failed(f"{self.name}: AOT compile failed ({type(error).__name__}: {str(error)[:300]})")
+            self.failures.append(f"{self.name}: AOT compile failed ({type(error).__name__}: {str(error)[:300]})")
             return None
         try:
             write_atomically(self.path(key), lambda path: path.write_bytes(data))
             self.saved.append(self.path(key).name)
         except OSError as error:
-            self._failed(f"{self.name}: could not save the compiled piece ({error})")
+            self.failures.append(f"{self.name}: could not save the compiled piece ({error})")
         return compiled
-
-    def _failed(self, message: str) -> None:
-        self.failures.append(message)
 
 
 def environment_of(method: Callable[..., Any]) -> str:
     """`environment` of the device of the method's object (an editor with a `device`), else of the CPU."""
     device = getattr(getattr(method, "__self__", None), "device", torch.device("cpu"))
     return environment(torch.device(device))
-
-
-def piece_context(editor: Any) -> str:
-    """What an InstructPix2PixEditor's compiled pieces depend on beyond their inputs."""
-    return "\n".join(
-        (
-            f"dtype {editor.dtype}, memory format {editor._memory_format}, attention {editor._attention_backends}",
-            modules_digest(editor.unet, editor.vae),
-        )
-    )

@@ -14,7 +14,7 @@ import torch
 
 from igs2gs import saved_compile
 from igs2gs.fast_group_norm import use_fast_group_norm
-from igs2gs.saved_compile import SavedCompile, modules_digest, piece_context
+from igs2gs.saved_compile import SavedCompile, modules_digest
 from tests.tiny_ip2p import tiny_editor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def step_args(editor: Any, views: int = 2, side: int = 8) -> tuple[Any, ...]:
 
 def saved_step(editor: Any, folder: Path) -> tuple[SavedCompile, EagerFallback]:
     fallback = EagerFallback(editor.denoise_step)
-    return SavedCompile(editor.denoise_step, "step", folder, piece_context(editor), fallback), fallback  # type: ignore[arg-type]
+    return SavedCompile(editor.denoise_step, "step", folder, editor._compile_context(), fallback), fallback  # type: ignore[arg-type]
 
 
 LOAD_IN_FRESH_PROCESS = """
