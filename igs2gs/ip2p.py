@@ -22,12 +22,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
-from igs2gs import ip2p_speed
+from igs2gs import ip2p_speed, saved_compile
 from igs2gs.ddim import add_noise, check_scheduler, combine_guidance, ddim_schedule, ddim_step, spread_schedule
 from igs2gs.editor import EditSettings
 from igs2gs.fast_group_norm import use_fast_group_norm, use_torch_group_norm
-from igs2gs.saved_compile import FOLDER as SAVED_COMPILES
-from igs2gs.saved_compile import SavedCompile, modules_digest
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -254,7 +252,7 @@ class InstructPix2PixEditor:
         if self._offload_hooks:
             raise ValueError("enable_compile cannot follow enable_model_cpu_offload; call disable_model_cpu_offload")
         folder = ip2p_speed.use_compile_cache(cache_dir) if cache_dir is not None else None
-        saved_folder = folder / SAVED_COMPILES if folder is not None and saved and not cuda_graphs else None
+        saved_folder = folder / saved_compile.FOLDER if folder is not None and saved and not cuda_graphs else None
         self._step = self._compiled(self.denoise_step, "step", cuda_graphs, saved_folder)
         if vae:
             self._encode = self._compiled(self._vae_encode, "vae_encode", False, saved_folder)
@@ -262,29 +260,31 @@ class InstructPix2PixEditor:
 
     def _compiled(
         self, method: Callable[..., Any], name: str, cuda_graphs: bool, saved_folder: Optional[Path]
-    ) -> Union[ip2p_speed.CompiledThenRunOnly, SavedCompile]:
+    ) -> Union[ip2p_speed.CompiledThenRunOnly, saved_compile.SavedCompile]:
         piece = ip2p_speed.compile_step(method, cuda_graphs=cuda_graphs)
         if saved_folder is None:
             return piece
-        return SavedCompile(method, name, saved_folder, self._compile_context(), piece)
+        return saved_compile.SavedCompile(method, name, saved_folder, self._compile_context(), piece)
 
     def _compile_context(self) -> str:
         """What the compiled pieces depend on beyond their inputs: the modules' classes and tensors' layouts, the
         dtype, memory format and attention backends (the key of a saved piece, saved_compile.py)."""
         settings = f"dtype {self.dtype}, memory format {self._memory_format}, attention {self._attention_backends}"
-        return f"{settings}\n{modules_digest(self.unet, self.vae)}"
+        return f"{settings}\n{saved_compile.modules_digest(self.unet, self.vae)}"
 
-    def _compiled_pieces(self) -> list[Union[ip2p_speed.CompiledThenRunOnly, SavedCompile]]:
+    def _compiled_pieces(self) -> list[Union[ip2p_speed.CompiledThenRunOnly, saved_compile.SavedCompile]]:
         pieces = (self._step, self._encode, self._decode)
-        return [p for p in pieces if isinstance(p, (ip2p_speed.CompiledThenRunOnly, SavedCompile))]
+        return [p for p in pieces if isinstance(p, (ip2p_speed.CompiledThenRunOnly, saved_compile.SavedCompile))]
 
     def saved_compile_report(self) -> Optional[str]:
         """What the compiled pieces kept whole did (`enable_compile(saved=True)`): loaded, saved, failed."""
-        saved = [p for p in self._compiled_pieces() if isinstance(p, SavedCompile)]
+        saved = [p for p in self._compiled_pieces() if isinstance(p, saved_compile.SavedCompile)]
         if not saved:
             return None
         loaded, written = sum(len(p.loaded) for p in saved), sum(len(p.saved) for p in saved)
         lines = [f"igs2gs: compiled pieces kept whole: {loaded} loaded, {written} compiled and saved"]
+        if not saved_compile.supported():
+            lines.append("igs2gs: this torch has no AOT compile of modules; the pieces use torch.compile as before")
         return "\n".join(lines + [failure for piece in saved for failure in piece.failures])
 
     @property

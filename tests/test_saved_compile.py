@@ -119,12 +119,16 @@ def test_after_stop_compiling_nothing_new_is_compiled(tmp_path: Path) -> None:
 
 
 @torch.no_grad()
-def test_without_the_api_the_fallback_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_api_the_fallback_runs_and_the_report_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(saved_compile, "supported", lambda: False)
     editor = tiny_editor()
     step, fallback = saved_step(editor, tmp_path)
     step(*step_args(editor))
     assert fallback.calls == 1 and step.saved == [] and step.failures == []
+    editor._step = step
+    assert "no AOT compile of modules" in editor.saved_compile_report()
 
 
 def test_the_key_follows_inputs_modules_and_code_but_not_weight_values(
