@@ -253,18 +253,19 @@ class InstructPix2PixEditor:
             raise ValueError("enable_compile cannot follow enable_model_cpu_offload; call disable_model_cpu_offload")
         folder = ip2p_speed.use_compile_cache(cache_dir) if cache_dir is not None else None
         saved_folder = folder / saved_compile.FOLDER if folder is not None and saved and not cuda_graphs else None
-        self._step = self._compiled(self.denoise_step, "step", cuda_graphs, saved_folder)
+        context = self._compile_context() if saved_folder is not None else ""  # once: it digests every tensor
+        self._step = self._compiled(self.denoise_step, "step", cuda_graphs, saved_folder, context)
         if vae:
-            self._encode = self._compiled(self._vae_encode, "vae_encode", False, saved_folder)
-            self._decode = self._compiled(self._vae_decode, "vae_decode", False, saved_folder)
+            self._encode = self._compiled(self._vae_encode, "vae_encode", False, saved_folder, context)
+            self._decode = self._compiled(self._vae_decode, "vae_decode", False, saved_folder, context)
 
     def _compiled(
-        self, method: Callable[..., Any], name: str, cuda_graphs: bool, saved_folder: Optional[Path]
+        self, method: Callable[..., Any], name: str, cuda_graphs: bool, saved_folder: Optional[Path], context: str
     ) -> Union[ip2p_speed.CompiledThenRunOnly, saved_compile.SavedCompile]:
         piece = ip2p_speed.compile_step(method, cuda_graphs=cuda_graphs)
         if saved_folder is None:
             return piece
-        return saved_compile.SavedCompile(method, name, saved_folder, self._compile_context(), piece)
+        return saved_compile.SavedCompile(method, name, saved_folder, context, piece)
 
     def _compile_context(self) -> str:
         """What the compiled pieces depend on beyond their inputs: the modules' classes and tensors' layouts, the

@@ -14,6 +14,7 @@ API, a graph that does not serialise, a file that does not load) falls back to t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -66,8 +67,10 @@ def describe(value: Any) -> str:
     return repr(value)
 
 
+@functools.cache
 def package_digest() -> str:
-    """Digest of this package's Python source: a saved piece from other code is never loaded."""
+    """Digest of this package's Python source: a saved piece from other code is never loaded. Read once per
+    process."""
     digest = hashlib.sha256()
     for path in sorted(_PACKAGE.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
@@ -122,7 +125,7 @@ class SavedCompile:
     ) -> None:
         self.name, self.folder, self.fallback = name, Path(folder), fallback
         self._module = _MethodModule(method)
-        self._context = "\n".join((environment_of(method), package_digest(), context))
+        self._context = "\n".join((environment_of(method), package_digest(), context, name))
         self._pieces: dict[str, Optional[Callable[..., Any]]] = {}
         self.loaded: list[str] = []
         self.saved: list[str] = []
@@ -137,7 +140,7 @@ class SavedCompile:
         self.fallback.stop_compiling()
 
     def key(self, args: tuple[Any, ...]) -> str:
-        text = "\n".join((self._context, self.name, *map(describe, args)))
+        text = "\n".join((self._context, *map(describe, args)))
         return hashlib.sha256(text.encode()).hexdigest()[:40]
 
     def path(self, key: str) -> Path:

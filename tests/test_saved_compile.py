@@ -179,10 +179,10 @@ def saved_compile_edit(cache: Path, device: str) -> tuple[torch.Tensor, str]:
         editor.enable_fast_kernels(channels_last=True, group_norm=False)  # as configure_editor does with ip2p_compile
         editor.enable_compile(cache_dir=cache, saved=True)
     else:
-        folder = cache / saved_compile.FOLDER
-        editor._step = editor._compiled(editor.denoise_step, "step", False, folder)
-        editor._encode = editor._compiled(editor._vae_encode, "vae_encode", False, folder)
-        editor._decode = editor._compiled(editor._vae_decode, "vae_decode", False, folder)
+        folder, context = cache / saved_compile.FOLDER, editor._compile_context()
+        editor._step = editor._compiled(editor.denoise_step, "step", False, folder, context)
+        editor._encode = editor._compiled(editor._vae_encode, "vae_encode", False, folder, context)
+        editor._decode = editor._compiled(editor._vae_decode, "vae_decode", False, folder, context)
     g = torch.Generator().manual_seed(0)
     renders, originals = (torch.rand(2, 3, 64, 64, generator=g).to(device) for _ in range(2))
     generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
