@@ -162,6 +162,7 @@ if has big; then
   echo "== big stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 du -sh $CACHE/torchinductor 2>/dev/null | tee -a "$OUT/run.log"
+ls -la $CACHE/torchinductor/igs2gs-saved 2>/dev/null | tail -12 | tee -a "$OUT/run.log"  # the saved compiled pieces
 tar czf /tmp/inductor.tar.gz -C $CACHE torchinductor 2>/dev/null && [ "$(stat -c %s /tmp/inductor.tar.gz)" -lt 16000000 ] \
   && cp /tmp/inductor.tar.gz "$OUT/" && echo "compile cache saved ($(stat -c %s /tmp/inductor.tar.gz) bytes)" | tee -a "$OUT/run.log"
 # at most 8 files come back from $OUT: beyond that, all but run.log travel in one bundle.tgz
