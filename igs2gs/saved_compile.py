@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
+from igs2gs.dynamo_compat import sources_pickle_their_init_fields
 from igs2gs.edit_journal import write_atomically
 from igs2gs.ip2p_speed import CompiledThenRunOnly
 
@@ -189,7 +190,7 @@ class SavedCompile:
 
         try:
             compiled = self._compiled_module()
-            with torch._dynamo.config.patch(enable_aot_compile=True):
+            with torch._dynamo.config.patch(enable_aot_compile=True), sources_pickle_their_init_fields():
                 compiled._aot_compile([ModelInput(args=args, kwargs={}, contexts=[])])
                 data = compiled._save_aot_compiled_module()
         except Exception as error:  # noqa: BLE001 - any failure falls back to torch.compile

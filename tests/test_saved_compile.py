@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 from igs2gs import saved_compile
+from igs2gs.dynamo_compat import sources_pickle_their_init_fields
 from igs2gs.fast_group_norm import use_fast_group_norm
 from igs2gs.saved_compile import SavedCompile, modules_digest
 from tests.tiny_ip2p import tiny_editor
@@ -215,3 +218,47 @@ def check_saved_edit_loads_in_fresh_process(tmp_path: Path, device: str) -> None
 
 def test_an_edit_with_saved_pieces_loads_in_a_fresh_process_on_the_cpu(tmp_path: Path) -> None:
     check_saved_edit_loads_in_fresh_process(tmp_path, "cpu")
+
+
+def pickle_sources_with_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make guard sources pickle as torch 2.11 does: every dataclass field, `init=False` ones too."""
+    from torch._guards import Source
+
+    def reduce_with_every_field(source: Any) -> tuple[type, tuple[Any, ...]]:
+        return type(source), tuple(getattr(source, f.name) for f in dataclasses.fields(source))
+
+    classes, todo = [], [Source]
+    while todo:
+        classes.append(todo.pop())
+        todo.extend(classes[-1].__subclasses__())
+    for cls in classes:
+        if "__reduce__" in vars(cls):
+            monkeypatch.setattr(cls, "__reduce__", reduce_with_every_field)
+
+
+def test_sources_with_computed_fields_pickle_under_torch_2_11s_reduce(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._dynamo.source import DefaultsSource, GlobalSource
+
+    source = DefaultsSource(GlobalSource("f"), 0)
+    pickle_sources_with_every_field(monkeypatch)
+    with pytest.raises(TypeError, match="positional arguments"):
+        pickle.loads(pickle.dumps(source))  # what the lent GPUs' torch 2.11 did
+    with sources_pickle_their_init_fields():
+        again = pickle.loads(pickle.dumps(source))
+    assert again == source and again.name == source.name
+    with pytest.raises(TypeError, match="positional arguments"):
+        pickle.loads(pickle.dumps(source))  # the replaced reduce is back afterwards
+
+
+@torch.no_grad()
+def test_a_piece_saved_under_torch_2_11s_reduce_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pickle_sources_with_every_field(monkeypatch)
+    editor = tiny_editor()
+    step, _ = saved_step(editor, tmp_path)
+    args = step_args(editor)
+    step(*args)
+    assert step.failures == [] and len(step.saved) == 1
+
+    again, fallback = saved_step(editor, tmp_path)
+    torch.testing.assert_close(again(*args), editor.denoise_step(*args), atol=1e-4, rtol=1e-4)
+    assert again.failures == [] and again.loaded == step.saved and fallback.calls == 0
