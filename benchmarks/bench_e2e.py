@@ -20,10 +20,11 @@
      (RESULTS.md's earlier `ours-2gpu-process` runs are this one; its earlier `ours-2gpu` runs used the thread.)
    - `ours-2gpu-thread`, `ours-2gpu-thread-compile`: ours-2gpu (and compiled) with `ip2p_process False`: the
      editor on a thread of the training process.
-   - `ours-compile`, `ours-2gpu-compile`: ours and ours-2gpu with `ip2p_compile True`; `NAME-again` runs NAME's
-     options once more, with the compile cache the first run filled (a user's second run of that image size).
-   - `ours-compile-saved`, `ours-2gpu-compile-saved`: the same with `ip2p_compile_saved True` (compiled pieces kept
-     whole, igs2gs/saved_compile.py): their `-again` runs load them instead of tracing.
+   - `ours-compile`, `ours-2gpu-compile`: ours and ours-2gpu with `ip2p_compile True` and torch.compile alone
+     (`ip2p_compile_saved False`); `NAME-again` runs NAME's options once more, with the compile cache the first run
+     filled (a user's second run of that image size).
+   - `ours-compile-saved`, `ours-2gpu-compile-saved`: `ip2p_compile True` as it comes (compiled pieces kept whole,
+     igs2gs/saved_compile.py): their `-again` runs load them instead of tracing.
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
 
     python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]
@@ -76,11 +77,17 @@ OURS_RUNS: dict[str, dict[str, Any]] = {
     "ours-priority": {"training_stream_priority": True},  # background edits, training on a high-priority stream
     "ours-2gpu": {"ip2p_device": "cuda:1"},  # InstructPix2Pix on the second GPU (issue 6), in a process of its own
     "ours-2gpu-thread": {"ip2p_device": "cuda:1", "ip2p_process": False},  # ... on a thread of the training process
-    "ours-compile": {"ip2p_compile": True},  # compiled InstructPix2Pix (compiled while the trainer starts up)
-    "ours-2gpu-compile": {"ip2p_device": "cuda:1", "ip2p_compile": True},
+    # compiled InstructPix2Pix, torch.compile alone (compiled while the trainer starts up)
+    "ours-compile": {"ip2p_compile": True, "ip2p_compile_saved": False},
+    "ours-2gpu-compile": {"ip2p_device": "cuda:1", "ip2p_compile": True, "ip2p_compile_saved": False},
     "ours-compile-saved": {"ip2p_compile": True, "ip2p_compile_saved": True},  # ... kept whole: no tracing later
     "ours-2gpu-compile-saved": {"ip2p_device": "cuda:1", "ip2p_compile": True, "ip2p_compile_saved": True},
-    "ours-2gpu-thread-compile": {"ip2p_device": "cuda:1", "ip2p_process": False, "ip2p_compile": True},
+    "ours-2gpu-thread-compile": {
+        "ip2p_device": "cuda:1",
+        "ip2p_process": False,
+        "ip2p_compile": True,
+        "ip2p_compile_saved": False,
+    },
 }
 """The whole default run with these pipeline options. A name ending in "-again" runs the options of the name
 without it once more: after a compiled run, with the compile cache that run filled."""

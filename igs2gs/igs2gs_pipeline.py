@@ -109,11 +109,12 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
     """Folder of compiled kernels kept between runs (TORCHINDUCTOR_CACHE_DIR wins when set); None: torch's default."""
-    ip2p_compile_saved: bool = False
+    ip2p_compile_saved: bool = True
     """With ip2p_compile: also keep each compiled piece whole in ip2p_compile_cache (dynamo's AOT compile,
-    experimental in torch; igs2gs/saved_compile.py), so later runs load it instead of tracing the model again (18-25 s
-    on an H200; the tiny test model's step loads in about 1 s on a CPU). Anything that fails falls back to
-    torch.compile. Not yet measured on a GPU."""
+    experimental in torch; igs2gs/saved_compile.py), so later runs load it instead of tracing the model again. On an
+    H200 a later run had the compiled editor 10 s sooner in the training process (InstructPix2Pix loaded and compiled
+    in 14 instead of 25 s) and took it over after 56 instead of 111 views in a second GPU's edit process
+    (benchmarks/RESULTS.md). Anything that fails falls back to torch.compile alone, as False does."""
     ip2p_process: bool = True
     """With --pipeline.ip2p-device on another GPU: run InstructPix2Pix in a process of its own (igs2gs/edit_process.py)
     instead of a thread of the training process. It starts loading when the pipeline is built, with the editor's

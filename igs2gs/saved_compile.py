@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -129,6 +130,8 @@ class SavedCompile:
         self._context = "\n".join((environment_of(method), package_digest(), context, name))
         self._pieces: dict[str, Optional[Callable[..., Any]]] = {}
         self.loaded: list[str] = []
+        self.load_seconds = 0.0
+        """Time spent reading and loading saved files (their first calls not included)."""
         self.saved: list[str] = []
         self.failures: list[str] = []
 
@@ -173,6 +176,7 @@ class SavedCompile:
         path = self.path(key)
         if not path.is_file() or not supported():
             return None
+        started = time.perf_counter()
         try:
             compiled = self._compiled_module()
             with torch._dynamo.config.patch(enable_aot_compile=True):
@@ -180,6 +184,8 @@ class SavedCompile:
         except Exception as error:  # noqa: BLE001 - any failure falls back to torch.compile
             self.failures.append(f"{self.name}: could not load {path.name} ({type(error).__name__}: {error})")
             return None
+        finally:
+            self.load_seconds += time.perf_counter() - started
         self.loaded.append(path.name)
         return compiled
 
