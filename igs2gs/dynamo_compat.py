@@ -15,7 +15,8 @@ import dataclasses
 from typing import Any, Callable, Iterator
 
 
-def _with_subclasses(cls: type) -> list[type]:
+def with_subclasses(cls: type) -> list[type]:
+    """`cls` and all its subclasses, however deep."""
     found, todo = [], [cls]
     while todo:
         current = todo.pop()
@@ -35,7 +36,7 @@ def sources_pickle_their_init_fields() -> Iterator[None]:
     from torch._guards import Source
 
     replaced: list[tuple[type, Callable[..., Any]]] = []
-    for cls in _with_subclasses(Source):
+    for cls in with_subclasses(Source):
         reduce = vars(cls).get("__reduce__")
         if reduce is not None and dataclasses.is_dataclass(cls):
             replaced.append((cls, reduce))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from igs2gs import saved_compile
-from igs2gs.dynamo_compat import sources_pickle_their_init_fields
+from igs2gs.dynamo_compat import sources_pickle_their_init_fields, with_subclasses
 from igs2gs.fast_group_norm import use_fast_group_norm
 from igs2gs.saved_compile import SavedCompile, modules_digest
 from tests.tiny_ip2p import tiny_editor
@@ -227,11 +227,7 @@ def pickle_sources_with_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
     def reduce_with_every_field(source: Any) -> tuple[type, tuple[Any, ...]]:
         return type(source), tuple(getattr(source, f.name) for f in dataclasses.fields(source))
 
-    classes, todo = [], [Source]
-    while todo:
-        classes.append(todo.pop())
-        todo.extend(classes[-1].__subclasses__())
-    for cls in classes:
+    for cls in with_subclasses(Source):
         if "__reduce__" in vars(cls):
             monkeypatch.setattr(cls, "__reduce__", reduce_with_every_field)
 
