@@ -113,9 +113,9 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     ip2p_compile_saved: bool = True
     """With ip2p_compile: also keep each compiled piece whole in ip2p_compile_cache (dynamo's AOT compile,
     experimental in torch; igs2gs/saved_compile.py), so later runs load it instead of tracing the model again. On an
-    H200 a later run had the compiled editor 10 s sooner in the training process (InstructPix2Pix loaded and compiled
-    in 14 instead of 25 s) and took it over after 56 instead of 111 views in a second GPU's edit process
-    (benchmarks/RESULTS.md). Anything that fails falls back to torch.compile alone, as False does."""
+    H200 a later one-GPU run had InstructPix2Pix loaded and compiled in 14 s (25 s with torch.compile's warm cache on
+    another H200), and a second GPU's edit process took the compiled editor over after 56 instead of 111 views (two
+    2 x H200 machines; benchmarks/RESULTS.md). Anything that fails falls back to torch.compile alone, as False does."""
     ip2p_process: bool = True
     """With --pipeline.ip2p-device on another GPU: run InstructPix2Pix in a process of its own (igs2gs/edit_process.py)
     instead of a thread of the training process. It starts loading when the pipeline is built, with the editor's
