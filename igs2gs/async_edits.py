@@ -17,10 +17,12 @@ step, one batch at a time, as the paper's rounds do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional, Union
+import time
+from typing import TYPE_CHECKING, Callable, List, Optional, Union
 
 import torch
 
+from igs2gs.edit_lanes import EditLane, EditLanes
 from igs2gs.edit_streams import editing_stream, ready_event
 from igs2gs.edit_worker import EditJob, EditResult, EditWorker
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from igs2gs.igs2gs_pipeline import IGS2GSPipeline
 
 Device = Union[torch.device, str]
+_IDLE_S = 0.002
+"""How long a waiting round sleeps when no lane has a result and none takes a batch."""
 
 
 def _resolved(device: Device) -> torch.device:
@@ -51,58 +55,70 @@ def edits_in_background(training: Device, editing: Optional[Device], overlap: bo
 
 
 class AsyncRound:
-    """Feeds a round's views to an `EditWorker` and hands its results to the pipeline as they arrive."""
+    """Feeds a round's views to the edit workers (`edit_lanes.py`) and hands their results to the pipeline in view
+    order as they arrive."""
 
     def __init__(self, batch_size: int = 1, device: Optional[Device] = None) -> None:
         self.batch_size = batch_size
         self.device = device
         """The editor's device: the worker edits on a stream of its own there when it is a CUDA device."""
         self.max_pending = 2  # submissions of batch_size views: one being edited, the next one queued
-        self.worker: Optional[EditWorker] = None
+        self.lanes: Optional[EditLanes] = None
         self.next_view = 0
         """The round's next view to submit."""
+
+    @property
+    def worker(self) -> Optional[EditWorker]:
+        """The editor's worker (None before the first round and after `close`)."""
+        return None if self.lanes is None else self.lanes.primary.worker
 
     def begin(self) -> None:
         """A new round submits from its first view."""
         self.next_view = 0
 
     def step(self, pipeline: "IGS2GSPipeline", step: int, apply: Callable[[EditResult, int], None]) -> None:
-        """Apply the edits finished so far, then submit renders of the next views while the worker has room."""
-        worker = self._worker(pipeline)
-        for result in worker.poll():
+        """Apply the edits finished so far, then submit renders of the next views while a worker has room."""
+        lanes = self._lanes(pipeline)
+        for result in lanes.poll():
             apply(result, step)
-        while self.next_view < pipeline.datamanager.num_train_views and worker.can_submit:
-            self._submit_next(pipeline, step)
+        self._submit_while_room(pipeline, step, lanes)
 
     def complete(self, pipeline: "IGS2GSPipeline", step: int, apply: Callable[[EditResult, int], None]) -> int:
         """Edit the round's remaining views now (training waits) and apply every result; return how many."""
-        worker = self._worker(pipeline)
+        lanes = self._lanes(pipeline)
         applied = 0
-        while self.next_view < pipeline.datamanager.num_train_views:
-            for result in worker.poll():
+
+        def apply_all(results: List[EditResult]) -> None:
+            nonlocal applied
+            for result in results:
                 apply(result, step)
                 applied += 1
-            self._submit_next(pipeline, step)  # waits while the worker's queue is full
-        for result in worker.wait():
-            apply(result, step)
-            applied += 1
+
+        while self.next_view < pipeline.datamanager.num_train_views:
+            results = lanes.poll()
+            apply_all(results)
+            if lanes.helper is None and not lanes.retry_pending():
+                self._submit_next(pipeline, step, lanes.primary)  # waits while the worker's queue is full
+            elif not self._submit_while_room(pipeline, step, lanes) and not results:
+                time.sleep(_IDLE_S)
+        lanes.drain(apply_all)
         return applied
 
     def finish(self, pipeline: "IGS2GSPipeline", step: int, apply: Callable[[EditResult, int], None]) -> int:
-        """End of training: complete the round in progress, if any, and stop the worker; return how many edits
+        """End of training: complete the round in progress, if any, and stop the workers; return how many edits
         were applied."""
         applied = self.complete(pipeline, step, apply) if pipeline.edit_round.active else 0
         self.close()
         return applied
 
     def close(self) -> None:
-        """Stop the worker (queued jobs are dropped)."""
-        if self.worker is not None:
-            self.worker.close()
-            self.worker = None
+        """Stop the workers (queued jobs are dropped)."""
+        if self.lanes is not None:
+            self.lanes.close()
+            self.lanes = None
 
-    def _worker(self, pipeline: "IGS2GSPipeline") -> EditWorker:
-        if self.worker is None:
+    def _lanes(self, pipeline: "IGS2GSPipeline") -> EditLanes:
+        if self.lanes is None:
             # Nothing is in flight: the round goes on at its first view not yet edited (a resumed run's is restored
             # from the checkpoint or the edit journal).
             self.next_view = pipeline.edit_round.cursor
@@ -113,13 +129,40 @@ class AsyncRound:
                 edit, max_pending = pipeline.edit_process, max(1, self.max_pending - 1)
             else:
                 edit, max_pending = pipeline.edit_jobs, self.max_pending
-            self.worker = EditWorker(edit, max_pending=max_pending, batch_size=self.batch_size, stream=stream)
-        return self.worker
+            worker = EditWorker(edit, max_pending=max_pending, batch_size=self.batch_size, stream=stream)
+            primary = EditLane(worker, "editor", close=worker.close)
+            self.lanes = EditLanes(primary, self._helper_lane(pipeline), self.batch_size)
+        return self.lanes
 
-    def _submit_next(self, pipeline: "IGS2GSPipeline", step: int) -> None:
-        """Submit the next `batch_size` views of the round, rendered from the same splat state."""
+    def _helper_lane(self, pipeline: "IGS2GSPipeline") -> Optional[EditLane]:
+        """The helper editor's lane on the training GPU (`--pipeline.ip2p-helper`), if the run has one."""
+        process = getattr(pipeline, "helper_process", None)
+        if process is None:
+            return None
+        worker = EditWorker(process, max_pending=1, batch_size=self.batch_size)
+
+        def close() -> None:
+            worker.close()
+            process.close()
+
+        return EditLane(worker, "helper", close=close)
+
+    def _submit_while_room(self, pipeline: "IGS2GSPipeline", step: int, lanes: EditLanes) -> bool:
+        """Submit the round's next batches while a lane takes them (a failed helper's views go first); whether any
+        was submitted."""
+        submitted = False
+        while self.next_view < pipeline.datamanager.num_train_views and not lanes.retry_pending():
+            lane = lanes.lane_for_next()
+            if lane is None:
+                break
+            self._submit_next(pipeline, step, lane)
+            submitted = True
+        return submitted
+
+    def _submit_next(self, pipeline: "IGS2GSPipeline", step: int, lane: EditLane) -> None:
+        """Submit the next `batch_size` views of the round to `lane`, rendered from the same splat state."""
         batch = range(self.next_view, min(self.next_view + self.batch_size, pipeline.datamanager.num_train_views))
-        self.worker.submit(*(pipeline.make_edit_job(view, step) for view in batch))
+        self.lanes.submit(lane, [pipeline.make_edit_job(view, step) for view in batch])
         self.next_view = batch.stop
 
 

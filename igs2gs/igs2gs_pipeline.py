@@ -19,7 +19,8 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device, make_job
 from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
-from igs2gs.edit_process import EditProcess
+from igs2gs.edit_lanes import helps_on
+from igs2gs.edit_process import EditProcess, uncompiled
 from igs2gs.edit_schedule import EditRound, starts_round
 from igs2gs.edit_sizes import edit_resolution, resize
 from igs2gs.edit_streams import prioritise_training
@@ -122,6 +123,12 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     options only, and the two processes no longer take turns at one Python interpreter. Side by side on 2 x H200
     (default bear edit, benchmarks/RESULTS.md): 100.4 s against 109.8 s with the thread and 125.2 s on one GPU; in an
     earlier call 113.2 s against 122.3 s. False keeps the editor on a thread of the training process."""
+    ip2p_helper: bool = False
+    """With --pipeline.ip2p-device on another GPU and ip2p_process: a second, uncompiled InstructPix2Pix in a process
+    of its own on the training GPU edits some of each round's batches: those it would finish no later than the
+    editor's GPU, behind the batches queued there (igs2gs/edit_lanes.py). Edits land in view order, a helper that
+    fails hands its views back, and the training GPU needs about 4 GB more. The training GPU is otherwise idle for
+    about half of each step and for every wait for a round's last edits."""
     ip2p_memory_savers: bool = False
     """The original code's InstructPix2Pix placement: model CPU offload and attention slicing. Saves about 2 GB of
     GPU memory; every edit then takes several times longer."""
@@ -155,8 +162,10 @@ class IGS2GSPipeline(VanillaPipeline):
         own_process = background and config.ip2p_process and edits_on_own_device(device, config.ip2p_device)
         # InstructPix2Pix loads in its own process while this one caches the images and builds the model.
         edit_process = self._start_edit_process(config, editor_device) if own_process else None
+        helper_process = self._start_helper_process(config, device, own_process) if test_mode == "val" else None
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.edit_process: Optional[EditProcess] = edit_process
+        self.helper_process: Optional[EditProcess] = helper_process
         self.edit_round = EditRound()
         self.batched_edits = BatchedEdits()  # edits made ahead for the round's next views (edit_batch_size)
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
@@ -169,7 +178,8 @@ class IGS2GSPipeline(VanillaPipeline):
             # CUDA work), then InstructPix2Pix and its warm-up edit (editor_warm_up.py says why not later).
             self._capture_graphs()
             if self.edit_process is not None:
-                self.edit_process.plan(*self.warm_up_plan(), self.edit_settings())
+                for process in filter(None, (self.edit_process, self.helper_process)):
+                    process.plan(*self.warm_up_plan(), self.edit_settings())
             elif builds_editor_ahead(editor_device):
                 warm_up_editor(self.editor, *self.warm_up_plan(), self.edit_settings(), editor_device)
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
@@ -183,6 +193,22 @@ class IGS2GSPipeline(VanillaPipeline):
         compile_ahead = config.ip2p_compile and torch.device(editor_device).type == "cuda"
         options = editor_options(config)  # not the config: unpickling that would import nerfstudio in the child
         return EditProcess(options, editor_device, compile_ahead=compile_ahead, builder=cls.process_editor_builder)
+
+    @classmethod
+    def _start_helper_process(
+        cls, config: IGS2GSPipelineConfig, training_device: str, own_process: bool
+    ) -> Optional[EditProcess]:
+        """The helper editor's process on the training GPU (`ip2p_helper`), uncompiled; None when the run has none."""
+        if not config.ip2p_helper:
+            return None
+        if not (own_process and helps_on(training_device)):
+            CONSOLE.log(
+                "igs2gs: --pipeline.ip2p-helper needs InstructPix2Pix on another GPU (--pipeline.ip2p-device) in a "
+                "process of its own (--pipeline.ip2p-process) and a CUDA training device; this run has no helper"
+            )
+            return None
+        options = uncompiled(editor_options(config))
+        return EditProcess(options, training_device, builder=cls.process_editor_builder)
 
     @cached_property  # a cached property: the viewer reads every other public attribute and would build it
     def editor(self) -> ImageEditor:
@@ -322,6 +348,8 @@ class IGS2GSPipeline(VanillaPipeline):
             self.async_round.finish(self, step, self.apply_async_edit)
             if self.edit_process is not None:
                 self.edit_process.close(finish_compile=True)  # a compile in progress fills the cache for later runs
+            if self.helper_process is not None:
+                self.helper_process.close()
 
     def make_edit_job(self, idx: int, step: int) -> EditJob:
         """A background edit of view `idx` from its current render, with the seed of the step the round would

@@ -191,9 +191,9 @@ class ProcessInvertPipeline(InvertEditorPipeline):
 
 def test_a_run_edits_every_view_in_the_edit_process(splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch):
     # The CPU edits in the training step; here the background path and "a device of its own" are switched on.
+    trainer = make_trainer(splatfacto_run, tmp_path)
     monkeypatch.setattr(pipeline_module, "edits_in_background", lambda *args: True)
     monkeypatch.setattr(pipeline_module, "edits_on_own_device", lambda *args: True)
-    trainer = make_trainer(splatfacto_run, tmp_path)
     trainer.config.pipeline._target = ProcessInvertPipeline  # ip2p_process is on by default
     trainer.setup()  # again, with this pipeline
     pipeline, datamanager = trainer.pipeline, trainer.pipeline.datamanager
@@ -212,9 +212,9 @@ def test_a_run_edits_every_view_in_the_edit_process(splatfacto_run, tmp_path, ra
 def test_with_ip2p_process_off_an_editor_of_its_own_runs_on_a_thread(
     splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch
 ):
+    trainer = make_trainer(splatfacto_run, tmp_path)
     monkeypatch.setattr(pipeline_module, "edits_in_background", lambda *args: True)
     monkeypatch.setattr(pipeline_module, "edits_on_own_device", lambda *args: True)
-    trainer = make_trainer(splatfacto_run, tmp_path)
     trainer.config.pipeline._target = InvertEditorPipeline
     trainer.config.pipeline.ip2p_process = False
     trainer.setup()
