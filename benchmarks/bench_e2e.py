@@ -25,8 +25,9 @@
      filled (a user's second run of that image size).
    - `ours-compile-saved`, `ours-2gpu-compile-saved`: `ip2p_compile True` as it comes (compiled pieces kept whole,
      igs2gs/saved_compile.py): their `-again` runs load them instead of tracing.
-   - `ours-2gpu-helper`, `ours-2gpu-compile-saved-helper`: those two-GPU runs with `ip2p_helper True`: an uncompiled
-     InstructPix2Pix on the training GPU edits the batches it would finish no later than the second GPU.
+   - `ours-2gpu-helper`, `ours-2gpu-compile-saved-helper`: those two-GPU runs with `ip2p_helper True`: while
+     training waits for a round, an uncompiled InstructPix2Pix on the training GPU edits the batches it would finish
+     no later than the second GPU.
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
 
     python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]

@@ -94,6 +94,21 @@ class AsyncRound:
                 apply(result, step)
                 applied += 1
 
+        lanes.helping = True  # training waits: the training GPU is free for a helper
+        try:
+            self._complete(pipeline, step, lanes, apply_all)
+        finally:
+            lanes.helping = False
+        return applied
+
+    def _complete(
+        self,
+        pipeline: "IGS2GSPipeline",
+        step: int,
+        lanes: EditLanes,
+        apply_all: Callable[[List[EditResult]], None],
+    ) -> None:
+        """Submit the round's remaining views wherever a lane takes them, then wait for every result."""
         while self.next_view < pipeline.datamanager.num_train_views:
             results = lanes.poll()
             apply_all(results)
@@ -102,7 +117,6 @@ class AsyncRound:
             elif not self._submit_while_room(pipeline, step, lanes) and not results:
                 time.sleep(_IDLE_S)
         lanes.drain(apply_all)
-        return applied
 
     def finish(self, pipeline: "IGS2GSPipeline", step: int, apply: Callable[[EditResult, int], None]) -> int:
         """End of training: complete the round in progress, if any, and stop the workers; return how many edits

@@ -3,8 +3,13 @@
 With InstructPix2Pix on a second GPU, the training GPU idles about half of each training step (its steps are
 bound by the processor that launches them) and all of every wait for a round's last edits (benchmarks/RESULTS.md).
 With `--pipeline.ip2p-helper`, a second, uncompiled InstructPix2Pix in a process of its own on the training GPU
-takes some of each round's batches:
+takes some of a round's batches:
 
+- The helper edits only while training waits for a round's last edits (when the next round is due or training
+  ends): the training GPU has nothing else to do then. A helper that edited all along made those rounds shorter,
+  but two processes take turns on one GPU, and the training steps beside it took 9.4 instead of 4.6 ms (median,
+  2 x H200): 87.4 against 94.7 s for the default two-GPU run, and 87.7 against 85.1 s with the compiled editor
+  (benchmarks/RESULTS.md).
 - The editor's own GPU gets every batch it has room for. The helper gets the next batch only when it would finish
   it no later than the editor's GPU would, behind the batches queued there: each lane's time per batch is measured
   as its edits come back (the helper is first assumed `HELPER_SLOWDOWN` times slower). So the helper never holds
@@ -72,6 +77,9 @@ class EditLanes:
         """Results collected and waiting for an earlier view's."""
         self._retry: Deque[EditJob] = collections.deque()
         """A failed helper's jobs, for the editor's lane."""
+        self.helping = False
+        """Whether the helper takes batches now: only while training waits for a round's last edits (`AsyncRound`
+        sets it), when the training GPU has nothing else to do."""
         self.helper_views = 0
         """Views the helper edited."""
         self._had_helper = helper is not None
@@ -87,11 +95,12 @@ class EditLanes:
 
     def lane_for_next(self) -> Optional[EditLane]:
         """The lane that takes the next batch now, or None when it should wait: the editor's lane when it has room,
-        else the helper when it would finish the batch no later than the editor's lane after what that holds."""
+        else, while `helping`, the helper when it would finish the batch no later than the editor's lane after what
+        that holds."""
         if self.primary.worker.can_submit:
             return self.primary
         helper = self.helper
-        if helper is None or not helper.worker.can_submit:
+        if helper is None or not self.helping or not helper.worker.can_submit:
             return None
         primary_s = self.primary.batch_seconds or 1.0
         if helper.batch_seconds is None or self.primary.batch_seconds is None:

@@ -51,6 +51,7 @@ def lane(editor, name: str, closed: list, max_pending: int = 1) -> EditLane:
 def submit_round(lanes: EditLanes, views: int, batch: int = 2) -> list:
     """Submit views 0..views-1 in batches wherever `lane_for_next` says, collecting results as a round does."""
     results, next_view = [], 0
+    lanes.helping = True  # as while training waits for the round's last edits
     while next_view < views:
         results += lanes.poll()
         target = lanes.lane_for_next()
@@ -85,15 +86,19 @@ def _stub_lane(name: str, can_submit: bool, held: int, batch_seconds) -> EditLan
 
 
 def test_the_helper_takes_a_batch_only_when_it_would_finish_it_no_later_than_the_editor():
-    def pick(primary, helper):
-        chosen = EditLanes(primary, helper, batch_size=8).lane_for_next()
+    def pick(primary, helper, helping=True):
+        lanes = EditLanes(primary, helper, batch_size=8)
+        lanes.helping = helping
+        chosen = lanes.lane_for_next()
         return None if chosen is None else chosen.name
 
     # the editor's GPU gets every batch it has room for
     assert pick(_stub_lane("editor", True, 16, 1.0), _stub_lane("helper", True, 0, 0.1)) == "editor"
     # full editor: 3 batches queued there (4 s to finish a 4th); the helper needs 3 s for one
     assert pick(_stub_lane("editor", False, 24, 1.0), _stub_lane("helper", True, 0, 3.0)) == "helper"
-    # ... but 6 s when it holds one already: the batch waits for the editor
+    # ... only while training waits for the round: otherwise it would slow every training step beside it
+    assert pick(_stub_lane("editor", False, 24, 1.0), _stub_lane("helper", True, 0, 0.1), helping=False) is None
+    # ... and 6 s when it holds one already: the batch waits for the editor
     assert pick(_stub_lane("editor", False, 24, 1.0), _stub_lane("helper", True, 8, 3.0)) is None
     # a helper that is not measured yet counts as HELPER_SLOWDOWN times slower than the editor
     assert pick(_stub_lane("editor", False, 8, 1.0), _stub_lane("helper", True, 0, None)) == (
@@ -130,7 +135,7 @@ def test_an_editor_error_still_reaches_the_round_in_order():
 
 class SlowPidEditor(PidEditor):
     def edit(self, renders, originals, settings, generator=None):
-        time.sleep(0.05)
+        time.sleep(0.3)
         return super().edit(renders, originals, settings, generator)
 
 
@@ -147,12 +152,14 @@ class HelpedPipeline(ProcessInvertPipeline):
 def test_a_run_with_a_helper_edits_every_view_once_and_stops_both_processes(
     splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch, capsys
 ):
-    trainer = make_trainer(splatfacto_run, tmp_path, iterations=20)
+    # 3 steps: the round starts at step 201 and training ends at 202, waiting for most of the round: the helper's turn
+    trainer = make_trainer(splatfacto_run, tmp_path, iterations=3)
     monkeypatch.setattr(pipeline_module, "edits_in_background", lambda *args: True)
     monkeypatch.setattr(pipeline_module, "edits_on_own_device", lambda *args: True)
     monkeypatch.setattr(pipeline_module, "helps_on", lambda device: True)  # the CPU stands in for the training GPU
     trainer.config.pipeline._target = HelpedPipeline
     trainer.config.pipeline.ip2p_helper = True
+    trainer.config.pipeline.edit_batch_size = 2  # batches enough for both lanes
     trainer.setup()
     pipeline, datamanager = trainer.pipeline, trainer.pipeline.datamanager
     assert pipeline.helper_process is not None and pipeline.helper_process.alive
