@@ -124,11 +124,13 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     (default bear edit, benchmarks/RESULTS.md): 100.4 s against 109.8 s with the thread and 125.2 s on one GPU; in an
     earlier call 113.2 s against 122.3 s. False keeps the editor on a thread of the training process."""
     ip2p_helper: bool = False
-    """With --pipeline.ip2p-device on another GPU and ip2p_process: a second, uncompiled InstructPix2Pix in a process
-    of its own on the training GPU edits some of each round's batches: those it would finish no later than the
-    editor's GPU, behind the batches queued there (igs2gs/edit_lanes.py). Edits land in view order, a helper that
-    fails hands its views back, and the training GPU needs about 4 GB more. The training GPU is otherwise idle for
-    about half of each step and for every wait for a round's last edits."""
+    """With --pipeline.ip2p-device on another GPU and ip2p_process: while training waits for a round's last edits,
+    a second, uncompiled InstructPix2Pix in a process of its own on the training GPU edits the batches it would finish
+    no later than the editor's GPU (igs2gs/edit_lanes.py). Edits still land in view order, and a helper that fails
+    hands its views back. Costs the training GPU about 4 GB. A helper that edited all along slowed the training steps
+    beside it from 4.6 to 9.4 ms (two processes take turns on one GPU): 87.4 against 94.7 s for the default two-GPU
+    run, 87.7 against 85.1 s with the saved compiled editor (2 x H200, benchmarks/RESULTS.md). The version that edits
+    only during waits was measured once, with no baseline beside it."""
     ip2p_memory_savers: bool = False
     """The original code's InstructPix2Pix placement: model CPU offload and attention slicing. Saves about 2 GB of
     GPU memory; every edit then takes several times longer."""
