@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Union
 
 import torch
 
-from igs2gs.edit_lanes import EditLane, EditLanes
+from igs2gs.edit_lanes import IDLE_S, EditLane, EditLanes
 from igs2gs.edit_streams import editing_stream, ready_event
 from igs2gs.edit_worker import EditJob, EditResult, EditWorker
 
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from igs2gs.igs2gs_pipeline import IGS2GSPipeline
 
 Device = Union[torch.device, str]
-_IDLE_S = 0.002
-"""How long a waiting round sleeps when no lane has a result and none takes a batch."""
 
 
 def _resolved(device: Device) -> torch.device:
@@ -115,7 +113,7 @@ class AsyncRound:
             if lanes.helper is None and not lanes.retry_pending():
                 self._submit_next(pipeline, step, lanes.primary)  # waits while the worker's queue is full
             elif not self._submit_while_room(pipeline, step, lanes) and not results:
-                time.sleep(_IDLE_S)
+                time.sleep(IDLE_S)
         lanes.drain(apply_all)
 
     def finish(self, pipeline: "IGS2GSPipeline", step: int, apply: Callable[[EditResult, int], None]) -> int:

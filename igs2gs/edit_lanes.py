@@ -34,10 +34,10 @@ import torch
 from igs2gs.edit_worker import EditJob, EditResult, EditWorker
 
 HELPER_SLOWDOWN = 2.0
-"""How much longer the helper is taken to need per batch until both lanes have measured one: the uncompiled editor
-on a GPU that also trains, against the editor on a GPU of its own."""
-_IDLE_S = 0.002
-"""How long `drain` sleeps when no lane has a result and none can take a batch."""
+"""How much longer the helper is taken to need per batch until both lanes have measured one: it is uncompiled, and
+the editor on its own GPU may be compiled (about 1.5 times faster) or share its card with a compiling process."""
+IDLE_S = 0.002
+"""How long a waiting round sleeps when no lane has a result and none takes a batch."""
 
 
 def helps_on(training_device: Any) -> bool:
@@ -87,11 +87,6 @@ class EditLanes:
     @property
     def lanes(self) -> List[EditLane]:
         return [self.primary] + ([self.helper] if self.helper is not None else [])
-
-    @property
-    def pending(self) -> int:
-        """Views submitted whose results were not handed out yet."""
-        return len(self._order)
 
     def lane_for_next(self) -> Optional[EditLane]:
         """The lane that takes the next batch now, or None when it should wait: the editor's lane when it has room,
@@ -149,7 +144,7 @@ class EditLanes:
             if results:
                 on_results(results)
             else:
-                time.sleep(_IDLE_S)
+                time.sleep(IDLE_S)
 
     def close(self) -> None:
         """Stop every lane (queued jobs are dropped); say how many views a helper edited."""
