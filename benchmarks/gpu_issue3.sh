@@ -28,7 +28,7 @@ has() { [[ ",$STAGES," == *",$1,"* ]]; }
 within() { local left=$(( ${DEADLINE:-100000} - SECONDS - 15 )); echo $(( $1 < left ? $1 : (left > 1 ? left : 1) )); }
 source .gpu/setup.sh >"$OUT/run.log" 2>&1 || { tail -20 "$OUT/run.log"; exit 1; }
 python3 .gpu/random_backbones.py >>"$OUT/run.log" 2>&1
-export PYTHONPATH="$PWD:$PWD/.gpu/stubs:$PYTHONPATH" NERFSTUDIO_METHOD_CONFIGS="igs2gs=igs2gs.igs2gs_config:igs2gs_method"
+export COLUMNS=240 PYTHONPATH="$PWD:$PWD/.gpu/stubs:$PYTHONPATH" NERFSTUDIO_METHOD_CONFIGS="igs2gs=igs2gs.igs2gs_config:igs2gs_method"
 CACHE=~/.cache/igs2gs
 mkdir -p $CACHE
 if [ -f .gpu/inductor.tar.gz ] && [ -z "${COLD_CACHE:-}" ]; then tar xzf .gpu/inductor.tar.gz -C $CACHE; echo "compile cache restored" | tee -a "$OUT/run.log"; fi
@@ -136,7 +136,7 @@ if has e2e; then
   cp /tmp/igs2gs-bench/profile.txt "$OUT/" 2>/dev/null
   RUNS=${E2E_RUNS:-ours,original}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
   for r in ${RUNS//,/ }; do echo "== $r" >>"$OUT/e2e_heads.txt"; grep "^\[..:..:..\]\|igs2gs:" /tmp/igs2gs-bench/out/$r.log 2>/dev/null \
-    | cut -c1-200 >>"$OUT/e2e_heads.txt"; done  # the run's timed and igs2gs log lines
+    | cut -c1-300 >>"$OUT/e2e_heads.txt"; done  # the run's timed and igs2gs log lines
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has e2e && [ -n "${BASELINE_DIR:-}" ]; then

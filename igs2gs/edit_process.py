@@ -328,13 +328,20 @@ def _serve(
     compiling = compile_status is not None
     if compiling:
         CONSOLE.log("igs2gs: compiling InstructPix2Pix in the background; edits run uncompiled until it is done")
+    phases = ""
     try:
         editor = builder(config, device)
         if compiling:
+            built = time.perf_counter()
             plan = _next_plan(jobs, parent)
             if plan is None:
                 return
+            planned = time.perf_counter()
             _warm_up(editor, plan, device)
+            phases = (
+                f" (building {built - started:.1f} s, waiting for the image sizes {planned - built:.1f} s, "
+                f"warm-up edits {time.perf_counter() - planned:.1f} s)"
+            )
     except BaseException as error:  # noqa: BLE001 (sent to the training process, which decides)
         if compiling:
             CONSOLE.log(
@@ -344,7 +351,7 @@ def _serve(
         results.put((False, _picklable(error), traceback.format_exc()))
         return
     what = "compiled" if compiling else "loaded"
-    CONSOLE.log(f"igs2gs: InstructPix2Pix {what} in the edit process in {time.perf_counter() - started:.1f} s")
+    CONSOLE.log(f"igs2gs: InstructPix2Pix {what} in the edit process in {time.perf_counter() - started:.1f} s{phases}")
     if compiling:
         compile_status.value = _COMPILED
     results.put((True, "ready", ""))

@@ -283,8 +283,11 @@ class InstructPix2PixEditor:
         if not saved:
             return None
         loaded, written = sum(len(p.loaded) for p in saved), sum(len(p.saved) for p in saved)
-        seconds = sum(p.load_seconds for p in saved)
-        lines = [f"igs2gs: compiled pieces kept whole: {loaded} loaded ({seconds:.1f} s), {written} compiled and saved"]
+        reading, first_calls = sum(p.load_seconds for p in saved), sum(p.first_call_seconds for p in saved)
+        lines = [
+            f"igs2gs: compiled pieces kept whole: {loaded} loaded ({reading:.1f} s to read, {first_calls:.1f} s in "
+            f"their first calls), {written} compiled and saved"
+        ]
         if not saved_compile.supported():
             lines.append("igs2gs: this torch has no AOT compile of modules; the pieces use torch.compile as before")
         return "\n".join(lines + [failure for piece in saved for failure in piece.failures])

@@ -132,6 +132,8 @@ class SavedCompile:
         self.loaded: list[str] = []
         self.load_seconds = 0.0
         """Time spent reading and loading saved files (their first calls not included)."""
+        self.first_call_seconds = 0.0
+        """Time spent in the first call of each loaded piece, until it returned (on a GPU: its kernels queued)."""
         self.saved: list[str] = []
         self.failures: list[str] = []
 
@@ -152,14 +154,17 @@ class SavedCompile:
 
     def __call__(self, *args: Any) -> Any:
         key = self.key(args)
-        if key not in self._pieces:
+        first_call = key not in self._pieces
+        if first_call:
             piece = self._load(key)
+            first_call = piece is not None
             if piece is None and self.compiling:
                 piece = self._compile_and_save(key, args)
             self._pieces[key] = piece
         piece = self._pieces[key]
         if piece is None:
             return self.fallback(*args)
+        started = time.perf_counter()
         try:
             return piece(*args)
         except RuntimeError as error:
@@ -168,6 +173,9 @@ class SavedCompile:
             self.failures.append(f"{self.name}: a saved piece's guards failed ({error}); using torch.compile")
             self._pieces[key] = None
             return self.fallback(*args)
+        finally:
+            if first_call:
+                self.first_call_seconds += time.perf_counter() - started
 
     def _compiled_module(self) -> Any:
         return torch.compile(self._module, fullgraph=True, dynamic=False, options={"guard_filter_fn": savable_guards})

@@ -72,7 +72,8 @@ with torch.no_grad():
     args = step_args(editor)
     diff = (step(*args) - editor.denoise_step(*args)).abs().max().item()
 print(json.dumps({"loaded": step.loaded, "graphs": counters["stats"]["unique_graphs"], "fallback_calls": fallback.calls,
-                  "failures": step.failures, "diff": diff, "load_seconds": step.load_seconds}))
+                  "failures": step.failures, "diff": diff, "load_seconds": step.load_seconds,
+                  "first_call_seconds": step.first_call_seconds}))
 """
 
 
@@ -96,7 +97,8 @@ def test_a_fresh_process_loads_the_saved_step_without_tracing(tmp_path: Path) ->
     fresh = json.loads(done.stdout.strip().splitlines()[-1])
     assert fresh["loaded"] == step.saved and fresh["failures"] == []
     assert fresh["graphs"] == 0, "the fresh process traced the step again"
-    assert fresh["fallback_calls"] == 0 and fresh["load_seconds"] > 0
+    assert fresh["fallback_calls"] == 0 and fresh["load_seconds"] > 0 and fresh["first_call_seconds"] > 0
+    assert step.first_call_seconds == 0, "a piece compiled here is not a loaded piece's first call"
     assert fresh["diff"] < 1e-4, "the loaded step did not compute with the fresh process's weights"
 
 
@@ -196,7 +198,9 @@ def saved_compile_edit(cache: Path, device: str) -> tuple[torch.Tensor, str]:
 
 def saved_counts(report: str) -> tuple[int, int]:
     """(loaded, compiled and saved) from `saved_compile_report`'s first line."""
-    found = re.search(r"(\d+) loaded \([\d.]+ s\), (\d+) compiled and saved", report)
+    found = re.search(
+        r"(\d+) loaded \([\d.]+ s to read, [\d.]+ s in their first calls\), (\d+) compiled and saved", report
+    )
     assert found, report
     return int(found.group(1)), int(found.group(2))
 
