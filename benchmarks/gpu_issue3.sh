@@ -14,6 +14,9 @@
 #               and load times, step time; AOT_ARGS="--weights inside" packs the weights in). With AOT_GPU set
 #               (a GPU index), it runs in the background on that GPU from before the edit stage on.
 #   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS); then BASELINE_RUNS from the checkout in BASELINE_DIR
+#   firstcall   benchmarks/probe_saved_first_call.py on cuda:1 with the e2e runs' compile cache (after an
+#               ours-2gpu-compile-saved run): where a fresh process's time goes until its saved pieces edit, under
+#               cProfile, then again with TORCHINDUCTOR_COMPILE_THREADS=1
 #   consistency benchmarks/bench_consistency.py (CONS_ARGS)
 #   big         bench_e2e.py's ours-1024 run (bear upscaled to 1024 px): peak memory
 #   cpuspeed    benchmarks/probe_cpu_speed.py (the spread of the CPU's speed over a minute of an idle machine)
@@ -147,6 +150,14 @@ if has e2e && [ -n "${BASELINE_DIR:-}" ]; then
     ${BASE_ARGS:---profile-steps 0}) 2>&1 | grep "^{" | cut -c1-1500 | sed 's/^/base: /' | tee -a "$OUT/run.log"
   mkdir -p "$OUT/records" && for r in ${BASELINE_RUNS//,/ }; do cp /tmp/igs2gs-bench/$r.json "$OUT/records/base_$r.json" 2>/dev/null; done
   echo "== baseline e2e done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has firstcall; then
+  for threads in "" 1; do
+    env ${threads:+TORCHINDUCTOR_COMPILE_THREADS=$threads} timeout $(within 150) python3 benchmarks/probe_saved_first_call.py --ip2p-model /tmp/ip2p-arch \
+      --cache $CACHE/torchinductor --device cuda:1 --size 504 --profile "$OUT/first_call_profile${threads}.txt" 2>&1 \
+      | grep "^{" | sed "s|^|compile threads ${threads:-default}: |" | tee -a "$OUT/run.log"
+  done
+  echo "== firstcall stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has consistency; then
   timeout ${CONS_TIMEOUT:-300} python3 benchmarks/bench_consistency.py --data .gpu/data/bear --load-dir $CKPT \
