@@ -64,8 +64,11 @@ def main() -> None:
         edit_batch_size=args.batch,
         edit_max_side=512,
     )
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(torch.device(args.device))  # as the edit process does
     editor = build_ip2p_editor(options, args.device)
-    if args.device == "cuda":
+    if cuda:
         torch.cuda.synchronize()
     t = mark("build_s", t)
     settings = EditSettings(prompt="turn the bear into a panda")
