@@ -8,7 +8,7 @@ import torch
 
 import igs2gs.igs2gs_pipeline as pipeline_module
 from igs2gs.editor import EditSettings
-from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_edit, warm_up_editor
+from igs2gs.editor_warm_up import WARM_UP_STEPS, builds_editor_ahead, warm_up_edit, warm_up_editor
 from igs2gs.ip2p_speed import CompiledThenRunOnly
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
 
@@ -115,3 +115,37 @@ def test_a_run_builds_and_warms_up_its_editor_with_the_pipeline(
     assert pipeline.editor is editor
     assert sum(call[0][0] for call in editor.calls[1:]) == views  # then the round's edits, each view once
     assert pipeline.datamanager.edited_views == set(range(views))
+
+
+def test_a_two_step_warm_up_compiles_what_every_step_of_a_longer_edit_runs():
+    """The warm-up edit runs WARM_UP_STEPS denoising steps; afterwards every step of a longer edit fits a graph
+    compiled there (none runs eagerly), and the edit is the eager editor's."""
+    from tests.tiny_ip2p import tiny_editor
+
+    compiled_graphs, graph_runs = [], []
+
+    def backend(graph_module, example_inputs):
+        compiled_graphs.append(len(example_inputs))
+
+        def run(*args):
+            graph_runs.append(len(compiled_graphs))
+            return graph_module.forward(*args)
+
+        return run
+
+    torch._dynamo.reset()
+    editor = tiny_editor()
+    editor._step = CompiledThenRunOnly(torch.compile(editor.denoise_step, backend=backend, dynamic=False))
+    settings = EditSettings(prompt="turn it blue", diffusion_steps=5)
+    warm_up_editor(editor, [(64, 64)], 2, settings, "cpu")
+    assert not editor.compiling and len(graph_runs) == WARM_UP_STEPS  # not the settings' 5 steps
+    runs = len(graph_runs)
+    renders, originals = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
+    with torch.no_grad():
+        out = editor.edit(renders, originals, settings, generator=generators)
+    assert len(graph_runs) - runs == 5, "a step of the edit did not fit the graphs the warm-up compiled"
+    eager, generators = tiny_editor(), [torch.Generator().manual_seed(seed) for seed in (1, 2)]
+    with torch.no_grad():
+        expected = eager.edit(renders, originals, settings, generator=generators)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
