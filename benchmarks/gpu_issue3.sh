@@ -16,7 +16,7 @@
 #   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS); then BASELINE_RUNS from the checkout in BASELINE_DIR
 #   firstcall   benchmarks/probe_saved_first_call.py on cuda:1 with the e2e runs' compile cache (after an
 #               ours-2gpu-compile-saved run): where a fresh process's time goes until its saved pieces edit, under
-#               cProfile, then again with TORCHINDUCTOR_COMPILE_THREADS=1
+#               cProfile (the editor's build and its first edit)
 #   consistency benchmarks/bench_consistency.py (CONS_ARGS)
 #   big         bench_e2e.py's ours-1024 run (bear upscaled to 1024 px): peak memory
 #   cpuspeed    benchmarks/probe_cpu_speed.py (the spread of the CPU's speed over a minute of an idle machine)
@@ -152,11 +152,9 @@ if has e2e && [ -n "${BASELINE_DIR:-}" ]; then
   echo "== baseline e2e done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has firstcall; then
-  for threads in "" 1; do
-    env ${threads:+TORCHINDUCTOR_COMPILE_THREADS=$threads} timeout $(within 150) python3 benchmarks/probe_saved_first_call.py --ip2p-model /tmp/ip2p-arch \
-      --cache $CACHE/torchinductor --device cuda:1 --size 504 --profile "$OUT/first_call_profile${threads}.txt" 2>&1 \
-      | grep "^{" | sed "s|^|compile threads ${threads:-default}: |" | tee -a "$OUT/run.log"
-  done
+  timeout $(within 150) python3 benchmarks/probe_saved_first_call.py --ip2p-model /tmp/ip2p-arch --cache $CACHE/torchinductor \
+    --device cuda:1 --size 504 --profile "$OUT/first_call_profile.txt" --profile-build "$OUT/build_profile.txt" 2>&1 \
+    | grep "^{" | tee -a "$OUT/run.log"
   echo "== firstcall stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has consistency; then

@@ -22,6 +22,13 @@ from pathlib import Path
 STARTED = time.perf_counter()
 
 
+def write_profile(profiler: cProfile.Profile, path: Path) -> None:
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(20)
+    path.write_text(text.getvalue())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ip2p-model", required=True)
@@ -29,6 +36,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--profile-build", type=Path, default=None, help="the editor's build under cProfile, to FILE")
     parser.add_argument("--device", default="cuda", help="cpu only checks the script (nothing compiles there)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -67,7 +75,13 @@ def main() -> None:
     cuda = torch.device(args.device).type == "cuda"
     if cuda:
         torch.cuda.set_device(torch.device(args.device))  # as the edit process does
+    builder = cProfile.Profile() if args.profile_build else None
+    if builder:
+        builder.enable()
     editor = build_ip2p_editor(options, args.device)
+    if builder:
+        builder.disable()
+        write_profile(builder, args.profile_build)
     if cuda:
         torch.cuda.synchronize()
     t = mark("build_s", t)
@@ -85,9 +99,7 @@ def main() -> None:
     mark("second_edit_s", t)
     report = editor.saved_compile_report() or ""
     if profiler:
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
-        args.profile.write_text(text.getvalue())
+        write_profile(profiler, args.profile)
     print(json.dumps({**phases, "total_s": round(time.perf_counter() - STARTED, 2), "report": report}))
 
 
