@@ -139,7 +139,8 @@ if has e2e; then
   cp /tmp/igs2gs-bench/profile.txt "$OUT/" 2>/dev/null
   RUNS=${E2E_RUNS:-ours,original}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
   for r in ${RUNS//,/ }; do echo "== $r" >>"$OUT/e2e_heads.txt"; grep "^\[..:..:..\]\|igs2gs:" /tmp/igs2gs-bench/out/$r.log 2>/dev/null \
-    | cut -c1-300 >>"$OUT/e2e_heads.txt"; done  # the run's timed and igs2gs log lines
+    | cut -c1-300 >>"$OUT/e2e_heads.txt"; grep -A2 "InstructPix2Pix compiled in\|compiled pieces kept" \
+    /tmp/igs2gs-bench/out/$r.log 2>/dev/null | cut -c1-300 >>"$OUT/e2e_heads.txt"; done  # timed and igs2gs log lines
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has e2e && [ -n "${BASELINE_DIR:-}" ]; then
