@@ -127,10 +127,10 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """With --pipeline.ip2p-device on another GPU and ip2p_process: while training waits for a round's last edits,
     a second, uncompiled InstructPix2Pix in a process of its own on the training GPU edits the batches it would finish
     no later than the editor's GPU (igs2gs/edit_lanes.py). Edits still land in view order, and a helper that fails
-    hands its views back. Costs the training GPU about 4 GB. A helper that edited all along slowed the training steps
-    beside it from 4.6 to 9.4 ms (two processes take turns on one GPU): 87.4 against 94.7 s for the default two-GPU
-    run, 87.7 against 85.1 s with the saved compiled editor (2 x H200, benchmarks/RESULTS.md). The version that edits
-    only during waits was measured once, with no baseline beside it."""
+    hands its views back. Costs the training GPU about 4 GB, so it stays off. With the saved compiled editor on
+    2 x H200 it halved the waits for rounds (6.3 against 11.3 s) and took 4.5 s off the training loop, with training
+    steps as fast as without it (benchmarks/RESULTS.md). A helper that edited all along slowed the training steps
+    beside it from 4.6 to 9.4 ms (two processes take turns on one GPU)."""
     ip2p_memory_savers: bool = False
     """The original code's InstructPix2Pix placement: model CPU offload and attention slicing. Saves about 2 GB of
     GPU memory; every edit then takes several times longer."""
