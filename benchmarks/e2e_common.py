@@ -131,6 +131,7 @@ class Timings:
         self.background_edits: list[float] = []  # worker seconds per view (background rounds)
         self.round_waits: list[float] = []  # training waiting for a round's last edits (background rounds)
         self.gc = GarbageCollections()  # Python's collections in this process while it trains
+        self.outside = OutsideSteps(trainer)  # the trainer's time around its iterations
         pipeline, iteration, edit_view = trainer.pipeline, trainer.train_iteration, trainer.pipeline.edit_view
 
         def timed_iteration(step: int) -> Any:
@@ -187,7 +188,54 @@ class Timings:
             "background_edit_s_per_view_median": median(self.background_edits) if self.background_edits else None,
             "round_waits_s": [round(t, 2) for t in self.round_waits],
             "gc_collections": self.gc.summary(),
+            "outside_steps": self.outside.summary(),
         }
+
+
+class OutsideSteps:
+    """Time the trainer spends outside its training iterations, by what spends it: checkpoints, the viewer's and
+    the evaluation's per-step calls, and the run's end (the last round's edits, the edit processes stopping, the
+    journal's last writes). Each is a method looked up on its object at every call, so wrapping it here counts it."""
+
+    PARTS = {
+        "save_checkpoint": ("trainer", "save_checkpoint"),
+        "viewer_update": ("trainer", "_update_viewer_state"),
+        "eval_iteration": ("trainer", "eval_iteration"),
+        "finish_round": ("async_round", "finish"),
+        "close_edit_process": ("edit_process", "close"),
+        "close_helper": ("helper_process", "close"),
+        "flush_journal": ("keeper", "flush_journal"),
+    }
+
+    def __init__(self, trainer: Any) -> None:
+        self.seconds = {name: 0.0 for name in self.PARTS}
+        self.calls = {name: 0 for name in self.PARTS}
+        pipeline = trainer.pipeline
+        owners = {
+            "trainer": trainer,
+            "async_round": pipeline.async_round,
+            "edit_process": getattr(pipeline, "edit_process", None),
+            "helper_process": getattr(pipeline, "helper_process", None),
+            "keeper": getattr(pipeline, "keeper", None),
+        }
+        for name, (owner, method) in self.PARTS.items():
+            if owners[owner] is not None and hasattr(owners[owner], method):
+                setattr(owners[owner], method, self._timed(name, getattr(owners[owner], method)))
+
+    def _timed(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+
+        return timed
+
+    def summary(self) -> dict[str, list]:
+        """[calls, seconds] of each part that was called."""
+        return {name: [self.calls[name], round(self.seconds[name], 3)] for name in self.PARTS if self.calls[name]}
 
 
 class GarbageCollections:
