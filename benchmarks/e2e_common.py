@@ -194,17 +194,19 @@ class Timings:
 
 class OutsideSteps:
     """Time the trainer spends outside its training iterations, by what spends it: checkpoints, the viewer's and
-    the evaluation's per-step calls, and the run's end (the last round's edits, the edit processes stopping, the
-    journal's last writes). Each is a method looked up on its object at every call, so wrapping it here counts it."""
+    the evaluation's per-step calls, and the run's end (the last round's edits, the edit processes told to stop, the
+    journal's last writes, the wait for the edit processes' exit). Each is a method looked up on its object at every
+    call, so wrapping it here counts it."""
 
     PARTS = {
         "save_checkpoint": ("trainer", "save_checkpoint"),
         "viewer_update": ("trainer", "_update_viewer_state"),
         "eval_iteration": ("trainer", "eval_iteration"),
         "finish_round": ("async_round", "finish"),
-        "close_edit_process": ("edit_process", "close"),
-        "close_helper": ("helper_process", "close"),
+        "stop_edit_process": ("edit_process", "stop"),
+        "stop_helper": ("helper_process", "stop"),
         "flush_journal": ("keeper", "flush_journal"),
+        "join_edit_processes": ("pipeline", "join_edit_processes"),
     }
 
     def __init__(self, trainer: Any) -> None:
@@ -217,6 +219,7 @@ class OutsideSteps:
             "edit_process": getattr(pipeline, "edit_process", None),
             "helper_process": getattr(pipeline, "helper_process", None),
             "keeper": getattr(pipeline, "keeper", None),
+            "pipeline": pipeline,
         }
         for name, (owner, method) in self.PARTS.items():
             if owners[owner] is not None and hasattr(owners[owner], method):

@@ -155,7 +155,7 @@ class AsyncRound:
 
         def close() -> None:
             worker.close()
-            process.close()
+            process.stop()  # its exit is waited for at the run's end (IGS2GSPipeline.join_edit_processes)
 
         return EditLane(worker, "helper", close=close)
 

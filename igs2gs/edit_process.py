@@ -33,6 +33,10 @@ edits (a blocking queue read, which releases the GIL).
   leaves the edits uncompiled (and says so).
 - Ctrl-C reaches the training process only (the children ignore SIGINT); they stop when told, when the
   training process is gone, or with the training process's exit (daemon processes).
+- At a run's end the children are told to stop (`stop`) at the last step and exit while the trainer saves its last
+  checkpoint and the journal's last writes; the trainer waits for them after that (`join`). A child's exit, with its
+  CUDA context, took about 2 s on an H200 (log times, benchmarks/RESULTS.md), and a run with a helper
+  (edit_lanes.py) waited for two such exits one after the other before it saved.
 """
 
 from __future__ import annotations
@@ -215,21 +219,38 @@ class EditProcess:
             child.jobs.put(_STOP)
 
     def close(self, timeout: float = 30.0, finish_compile: bool = False) -> None:
-        """Stop the children after the batch in progress. A compiling child still at work stops too, unless
-        `finish_compile` (training ended normally): then it may finish, for up to `COMPILE_WAIT_S`, so that later
-        runs find the compiled editor in the cache; Ctrl-C skips that. Safe to call twice."""
+        """`stop`, then `join`: the children are gone when it returns. Safe to call twice."""
+        self.stop(finish_compile)
+        self.join(timeout)
+
+    def stop(self, finish_compile: bool = False) -> None:
+        """Tell the children to stop after the batch in progress, without waiting for them to exit (`join` does):
+        a child's exit (its CUDA context, its interpreter) takes a second or two, which the training process can
+        spend saving its last checkpoint. A compiling child still at work is stopped by `join`, unless
+        `finish_compile` (training ended normally): then it may finish first, for up to `COMPILE_WAIT_S`, so that
+        later runs find the compiled editor in the cache; Ctrl-C skips that. Safe to call twice."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         for child in [self._child, *self._retired]:
-            _stop(child.process, child.jobs, timeout)
+            _ask_to_stop(child.process, child.jobs)
         if self._compiler is None:
             return
-        process, jobs = self._compiler.process, self._compiler.jobs
+        process = self._compiler.process
         if finish_compile and process.is_alive() and not self.compiled:
             self._await_compile(process)
-        _stop(process, jobs if self.compiled else None, timeout)  # a child still compiling reads no queue
+        if self.compiled:  # a child still compiling reads no queue: `join` terminates it
+            _ask_to_stop(process, self._compiler.jobs)
+
+    def join(self, timeout: float = 30.0) -> None:
+        """Wait for the children told to stop (`stop`) to exit; terminate those still running after `timeout`
+        (a compiling child at once). Safe to call twice, and before `stop` (it stops them first)."""
+        self.stop()
+        for child in [self._child, *self._retired]:
+            _reap(child.process, timeout, timeout)
+        if self._compiler is not None:
+            _reap(self._compiler.process, timeout if self.compiled else 0.0, timeout)
 
     def _await_compile(self, process: Any) -> None:
         """Wait for the compiling child to finish its compile; Ctrl-C or `COMPILE_WAIT_S` end the wait."""
@@ -265,11 +286,15 @@ def _receive(child: _Child) -> Any:
         raise value
 
 
-def _stop(process: Any, jobs: Optional[Any], timeout: float) -> None:
-    """Ask a child to stop through its `jobs` queue (None: it reads none now) and wait; terminate it otherwise."""
-    if process.is_alive() and jobs is not None:
+def _ask_to_stop(process: Any, jobs: Any) -> None:
+    """Ask a child to stop through its `jobs` queue."""
+    if process.is_alive():
         jobs.put(_STOP)
-        process.join(timeout)
+
+
+def _reap(process: Any, wait: float, timeout: float) -> None:
+    """Wait up to `wait` for a child to exit; terminate it otherwise (and wait up to `timeout` for that)."""
+    process.join(wait)
     if process.is_alive():
         process.terminate()
         process.join(timeout)

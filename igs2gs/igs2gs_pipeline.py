@@ -348,10 +348,17 @@ class IGS2GSPipeline(VanillaPipeline):
             return
         if step >= trainer._start_step + trainer.config.max_num_iterations - 1:
             self.async_round.finish(self, step, self.apply_async_edit)
+            # Told to stop, not waited for: they exit while the trainer saves its last checkpoint (join_edit_processes)
             if self.edit_process is not None:
-                self.edit_process.close(finish_compile=True)  # a compile in progress fills the cache for later runs
+                self.edit_process.stop(finish_compile=True)  # a compile in progress fills the cache for later runs
             if self.helper_process is not None:
-                self.helper_process.close()
+                self.helper_process.stop()
+
+    def join_edit_processes(self) -> None:
+        """Wait for the edit processes to exit (stopping them first if training did not reach its end); the trainer
+        calls this once training is over and its last checkpoint saved."""
+        for process in filter(None, (self.edit_process, self.helper_process)):
+            process.join()
 
     def make_edit_job(self, idx: int, step: int) -> EditJob:
         """A background edit of view `idx` from its current render, with the seed of the step the round would

@@ -30,8 +30,9 @@ from igs2gs.validation import check_data, check_device_exists
 
 class IGS2GSTrainer(Trainer):
     """nerfstudio's trainer. When training stops, at its end, by Ctrl-C or by an error, the edit journal's queued
-    writes (background_journal.py) are done before `train` returns or raises. The Gaussians' fused Adams step in one
-    pass (grouped_adam.py)."""
+    writes (background_journal.py) are done before `train` returns or raises; at its end, the edit processes have
+    exited too (they exit while the last checkpoint is saved). The Gaussians' fused Adams step in one pass
+    (grouped_adam.py)."""
 
     def setup_optimizers(self) -> Optimizers:
         """nerfstudio's optimizers, with the fused Adams stepped in one pass (grouped_adam.py)."""
@@ -44,6 +45,9 @@ class IGS2GSTrainer(Trainer):
             _finish_journal(self.pipeline, quietly=True)  # the error that stopped training is the one to raise
             raise
         _finish_journal(self.pipeline, quietly=False)
+        join = getattr(self.pipeline, "join_edit_processes", None)  # told to stop at the last step
+        if join is not None:
+            join()
 
 
 def _finish_journal(pipeline: Any, quietly: bool) -> None:

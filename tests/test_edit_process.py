@@ -100,6 +100,18 @@ def uncompilable_editor(config, device):
     return SwitchingEditor(compiled=False)
 
 
+EXIT_S = 1.5
+"""How long a `slowly_exiting_editor`'s child takes to exit."""
+
+
+def slowly_exiting_editor(config, device):
+    """A child that takes EXIT_S to exit once it returns, as a CUDA child tearing down its context does."""
+    from multiprocessing import util
+
+    util.Finalize(None, time.sleep, args=(EXIT_S,), exitpriority=100)  # run by the child's exit, after _serve
+    return InvertEditor()
+
+
 def _jobs(views):
     torch.manual_seed(0)
     return [
@@ -189,6 +201,24 @@ class ProcessInvertPipeline(InvertEditorPipeline):
         raise AssertionError("with ip2p_process the training process builds no editor")
 
 
+def test_stop_does_not_wait_for_the_children_to_exit_and_join_does():
+    process = EditProcess(CONFIG, "cpu", builder=slowly_exiting_editor)
+    try:
+        assert len(process(_jobs([1, 2]))) == 2
+        child = process._child.process
+        started = time.monotonic()
+        process.stop()
+        assert time.monotonic() - started < 0.5 and child.is_alive(), "stop() waited for the child's exit"
+        with pytest.raises(EditProcessError, match="closed"):
+            process(_jobs([3]))
+        process.join()
+        assert not child.is_alive() and child.exitcode == 0, "joined after its own exit, not terminated"
+        assert time.monotonic() - started >= EXIT_S
+        process.join()  # twice is safe
+    finally:
+        process.close()
+
+
 def test_a_run_edits_every_view_in_the_edit_process(splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch):
     # The CPU edits in the training step; here the background path and "a device of its own" are switched on.
     trainer = make_trainer(splatfacto_run, tmp_path)
@@ -199,7 +229,12 @@ def test_a_run_edits_every_view_in_the_edit_process(splatfacto_run, tmp_path, ra
     pipeline, datamanager = trainer.pipeline, trainer.pipeline.datamanager
     assert pipeline.edit_process is not None and pipeline.edit_process.alive
     originals = [image.clone() for image in datamanager.original_images]
+    events, save, join = [], trainer.save_checkpoint, pipeline.edit_process.join
+    trainer.save_checkpoint = lambda step: (events.append("save"), save(step))
+    pipeline.edit_process.join = lambda *args: (events.append("join"), join(*args))
     trainer.train()
+    last_save = len(events) - 1 - events[::-1].index("save")
+    assert "join" in events and events.index("join") > last_save, "the child exits while the last checkpoint is saved"
     assert datamanager.edited_views == set(range(datamanager.num_train_views))
     for idx, original in enumerate(originals):
         cached = datamanager.cached_train[idx]["image"][..., :3]
