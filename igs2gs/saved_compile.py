@@ -154,10 +154,10 @@ class SavedCompile:
 
     def __call__(self, *args: Any) -> Any:
         key = self.key(args)
-        first_call = key not in self._pieces
-        if first_call:
+        loaded_now = False  # this call is a loaded piece's first: its time goes to `first_call_seconds`
+        if key not in self._pieces:
             piece = self._load(key)
-            first_call = piece is not None
+            loaded_now = piece is not None
             if piece is None and self.compiling:
                 piece = self._compile_and_save(key, args)
             self._pieces[key] = piece
@@ -174,7 +174,7 @@ class SavedCompile:
             self._pieces[key] = None
             return self.fallback(*args)
         finally:
-            if first_call:
+            if loaded_now:
                 self.first_call_seconds += time.perf_counter() - started
 
     def _compiled_module(self) -> Any:
