@@ -13,7 +13,8 @@
 #   aot         benchmarks/probe_aot_step.py (the denoising step as an AOTInductor package without its weights: build
 #               and load times, step time; AOT_ARGS="--weights inside" packs the weights in). With AOT_GPU set
 #               (a GPU index), it runs in the background on that GPU from before the edit stage on.
-#   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS); then BASELINE_RUNS from the checkout in BASELINE_DIR
+#   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS); then NOPYC_RUNS without the written bytecode (PYC below),
+#               then BASELINE_RUNS from the checkout in BASELINE_DIR
 #   firstcall   benchmarks/probe_saved_first_call.py on cuda:1 with the e2e runs' compile cache (after an
 #               ours-2gpu-compile-saved run): where a fresh process's time goes until its saved pieces edit, under
 #               cProfile (the editor's build and its first edit)
@@ -159,6 +160,18 @@ if has e2e; then
     | cut -c1-300 >>"$OUT/e2e_heads.txt"; grep -A2 "InstructPix2Pix compiled in\|compiled pieces kept" \
     /tmp/igs2gs-bench/out/$r.log 2>/dev/null | cut -c1-300 >>"$OUT/e2e_heads.txt"; done  # timed and igs2gs log lines
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has e2e && [ -n "${NOPYC_RUNS:-}" ]; then
+  # NOPYC_RUNS again without the written bytecode (every process compiles its modules from source, as on the lent
+  # machine by default), after the runs above, on the same machine and checkpoint: what the bytecode saves
+  (env -u PYTHONPYCACHEPREFIX timeout $(within ${NOPYC_TIMEOUT:-300}) python3 benchmarks/bench_e2e.py --data .gpu/data/bear \
+    --ip2p-model /tmp/ip2p-arch --load-dir $CKPT --out /tmp/igs2gs-bench/nopyc --runs "$NOPYC_RUNS" --profile-dir "$OUT/nopyc" \
+    ${E2E_ARGS:-}) 2>&1 | grep "^{" | cut -c1-1500 | sed 's/^/nopyc: /' | tee -a "$OUT/run.log"
+  mkdir -p "$OUT/records" && for r in ${NOPYC_RUNS//,/ }; do cp /tmp/igs2gs-bench/nopyc/$r.json "$OUT/records/nopyc_$r.json" 2>/dev/null \
+    || cp /tmp/igs2gs-bench/$r.json "$OUT/records/nopyc_$r.json" 2>/dev/null; done
+  for r in ${NOPYC_RUNS//,/ }; do echo "== nopyc $r" >>"$OUT/e2e_heads.txt"; grep "^\[..:..:..\]\|igs2gs:" /tmp/igs2gs-bench/nopyc/$r.log \
+    2>/dev/null | cut -c1-300 >>"$OUT/e2e_heads.txt"; done
+  echo "== nopyc e2e done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has e2e && [ -n "${BASELINE_DIR:-}" ]; then
   # BASELINE_RUNS from another checkout (e.g. `git archive COMMIT | tar -x -C .gpu/base`), after the runs above, on
