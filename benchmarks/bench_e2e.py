@@ -28,6 +28,8 @@
    - `ours-2gpu-helper`, `ours-2gpu-compile-saved-helper`: those two-GPU runs with `ip2p_helper True`: while
      training waits for a round, an uncompiled InstructPix2Pix on the training GPU edits the batches it would finish
      no later than the second GPU.
+   - `ours-process`, `ours-process-compile`, `ours-process-compile-saved`: one GPU, with the edit process
+     (igs2gs/edit_process.py) on the training GPU (`one_gpu_edit_process`, an experiment, not an option).
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
 
     python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]
@@ -105,6 +107,7 @@ without it once more: after a compiled run, with the compile cache that run fill
 OURS_RUNS["ours-conn32"] = OURS_RUNS["ours"]
 OURS_RUNS["ours-process"] = OURS_RUNS["ours"]  # one GPU, the editor in a process of its own (`one_gpu_edit_process`)
 OURS_RUNS["ours-process-compile"] = OURS_RUNS["ours-compile"]  # ... with the compiled editor's hand-over
+OURS_RUNS["ours-process-compile-saved"] = OURS_RUNS["ours-compile-saved"]  # ... which loads saved pieces later
 RUN_ENVIRONMENT: dict[str, dict[str, str]] = {
     # 32 hardware work queues instead of CUDA's 8: whether training's kernels queue behind the editor's on one GPU
     "ours-conn32": {"CUDA_DEVICE_MAX_CONNECTIONS": "32"},
