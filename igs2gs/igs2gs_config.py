@@ -16,12 +16,14 @@ from igs2gs.cpu_fallback import install_cpu_fallback
 from igs2gs.gsplat_streams import order_sh_kernels_with_current_stream
 from igs2gs.gsplat_syncs import invert_without_sync
 from igs2gs.igs2gs_pipeline import IGS2GSPipelineConfig
+from igs2gs.nerfstudio_startup import skip_external_method_stacks
 from igs2gs.trainer_config import IGS2GSTrainerConfig
 
 allow_numpy_scalars_in_checkpoints()
 install_cpu_fallback()
 order_sh_kernels_with_current_stream()
 invert_without_sync()
+skip_external_method_stacks()
 
 EDIT_ITERATIONS = 7500
 """Default length of an edit: 7,500 steps after the checkpoint's step (3 rounds at gs_steps 2,500)."""
