@@ -112,6 +112,14 @@ def slowly_exiting_editor(config, device):
     return InvertEditor()
 
 
+def editor_with_a_slow_exit_handler(config, device):
+    """A child whose interpreter teardown would take EXIT_S * 4 (an exit handler, as torch's and diffusers' are)."""
+    import atexit
+
+    atexit.register(time.sleep, EXIT_S * 4)
+    return InvertEditor()
+
+
 def _jobs(views):
     torch.manual_seed(0)
     return [
@@ -215,6 +223,20 @@ def test_stop_does_not_wait_for_the_children_to_exit_and_join_does():
         assert not child.is_alive() and child.exitcode == 0, "joined after its own exit, not terminated"
         assert time.monotonic() - started >= EXIT_S
         process.join()  # twice is safe
+    finally:
+        process.close()
+
+
+def test_a_child_that_is_done_leaves_without_the_interpreters_teardown():
+    process = EditProcess(CONFIG, "cpu", builder=editor_with_a_slow_exit_handler)
+    try:
+        assert [image is not None for image in process(_jobs([1, 2]))] == [True, True]
+        child = process._child.process
+        started = time.monotonic()
+        process.stop()
+        process.join()
+        assert not child.is_alive() and child.exitcode == 0, "joined after its own exit, not terminated"
+        assert time.monotonic() - started < EXIT_S * 2, "the child ran its interpreter's exit handlers"
     finally:
         process.close()
 
