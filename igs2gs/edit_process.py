@@ -345,7 +345,10 @@ def _leave() -> None:
     (`EditProcess.join`); 0.08 s without it."""
     from multiprocessing import util
 
-    util._exit_function()  # what multiprocessing runs after the target returns, before the interpreter exits
+    finish = getattr(util, "_exit_function", None)  # what multiprocessing runs after the target returns
+    if finish is None:  # pragma: no cover - a Python without it: the usual exit
+        return
+    finish()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
