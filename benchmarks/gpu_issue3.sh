@@ -140,6 +140,13 @@ fi
 if has aot; then
   if [ -n "${AOT_GPU:-}" ]; then wait $AOT_PID; else run_aot; fi
 fi
+# each run's timed and igs2gs log lines (and the compiled editor's report) from the logs in $1, headed "== $2RUN"
+write_heads() {
+  local dir=$1 label=$2 r; shift 2
+  for r in "$@"; do echo "== $label$r" >>"$OUT/e2e_heads.txt"; grep "^\[..:..:..\]\|igs2gs:" $dir/$r.log 2>/dev/null \
+    | cut -c1-300 >>"$OUT/e2e_heads.txt"; grep -A2 "InstructPix2Pix compiled in\|compiled pieces kept" $dir/$r.log \
+    2>/dev/null | cut -c1-300 >>"$OUT/e2e_heads.txt"; done
+}
 if has e2e; then
   # every 5 s, the busiest processes (their CPU share over those 5 s): what else runs beside a run's training
   top -b -c -d 5 -w 200 | awk '/^top -/ {n = 0} n++ < 20 {print; fflush()}' >"$OUT/top.log" &
@@ -156,9 +163,7 @@ if has e2e; then
   mkdir -p "$OUT/records" && cp /tmp/igs2gs-bench/*.json "$OUT/records/" 2>/dev/null  # each finished run's record
   cp /tmp/igs2gs-bench/profile.txt "$OUT/" 2>/dev/null
   RUNS=${E2E_RUNS:-ours,original}; for r in ${RUNS//,/ }; do tail -c 4000 /tmp/igs2gs-bench/out/$r.log >>"$OUT/e2e_logs.txt" 2>/dev/null; done
-  for r in ${RUNS//,/ }; do echo "== $r" >>"$OUT/e2e_heads.txt"; grep "^\[..:..:..\]\|igs2gs:" /tmp/igs2gs-bench/out/$r.log 2>/dev/null \
-    | cut -c1-300 >>"$OUT/e2e_heads.txt"; grep -A2 "InstructPix2Pix compiled in\|compiled pieces kept" \
-    /tmp/igs2gs-bench/out/$r.log 2>/dev/null | cut -c1-300 >>"$OUT/e2e_heads.txt"; done  # timed and igs2gs log lines
+  write_heads /tmp/igs2gs-bench/out "" ${RUNS//,/ }
   echo "== e2e stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has e2e && [ -n "${NOPYC_RUNS:-}" ]; then
@@ -167,10 +172,8 @@ if has e2e && [ -n "${NOPYC_RUNS:-}" ]; then
   (env -u PYTHONPYCACHEPREFIX timeout $(within ${NOPYC_TIMEOUT:-300}) python3 benchmarks/bench_e2e.py --data .gpu/data/bear \
     --ip2p-model /tmp/ip2p-arch --load-dir $CKPT --out /tmp/igs2gs-bench/nopyc --runs "$NOPYC_RUNS" --profile-dir "$OUT/nopyc" \
     ${E2E_ARGS:-}) 2>&1 | grep "^{" | cut -c1-1500 | sed 's/^/nopyc: /' | tee -a "$OUT/run.log"
-  mkdir -p "$OUT/records" && for r in ${NOPYC_RUNS//,/ }; do cp /tmp/igs2gs-bench/nopyc/$r.json "$OUT/records/nopyc_$r.json" 2>/dev/null \
-    || cp /tmp/igs2gs-bench/$r.json "$OUT/records/nopyc_$r.json" 2>/dev/null; done
-  for r in ${NOPYC_RUNS//,/ }; do echo "== nopyc $r" >>"$OUT/e2e_heads.txt"; grep "^\[..:..:..\]\|igs2gs:" /tmp/igs2gs-bench/nopyc/$r.log \
-    2>/dev/null | cut -c1-300 >>"$OUT/e2e_heads.txt"; done
+  mkdir -p "$OUT/records" && for r in ${NOPYC_RUNS//,/ }; do cp /tmp/igs2gs-bench/$r.json "$OUT/records/nopyc_$r.json" 2>/dev/null; done
+  write_heads /tmp/igs2gs-bench/nopyc "nopyc " ${NOPYC_RUNS//,/ }
   echo "== nopyc e2e done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has e2e && [ -n "${BASELINE_DIR:-}" ]; then
