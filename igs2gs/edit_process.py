@@ -226,10 +226,11 @@ class EditProcess:
 
     def stop(self, finish_compile: bool = False) -> None:
         """Tell the children to stop after the batch in progress, without waiting for them to exit (`join` does):
-        a child's exit (its CUDA context, its interpreter) takes a second or two, which the training process can
-        spend saving its last checkpoint. A compiling child still at work is stopped by `join`, unless
-        `finish_compile` (training ended normally): then it may finish first, for up to `COMPILE_WAIT_S`, so that
-        later runs find the compiled editor in the cache; Ctrl-C skips that. Safe to call twice."""
+        a child's exit (its CUDA context, its finalizers; `_leave` skips the interpreter's teardown) takes time
+        that the training process can spend saving its last checkpoint. A compiling child still at work is stopped
+        by `join`, unless `finish_compile` (training ended normally): then it may finish first, for up to
+        `COMPILE_WAIT_S`, so that later runs find the compiled editor in the cache; Ctrl-C skips that. Safe to call
+        twice."""
         with self._lock:
             if self._closed:
                 return
