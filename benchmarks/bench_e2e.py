@@ -31,6 +31,9 @@
    - `ours-process`, `ours-process-compile`, `ours-process-compile-saved`: one GPU, with the edit process
      (igs2gs/edit_process.py) on the training GPU (`one_gpu_edit_process`, an experiment, not an option).
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
+   - `NAME-spy`: run NAME (e.g. `ours-again-spy`) under py-spy (--py-spy BINARY), every process and thread of it
+     sampled 100 times a second with idle time, into PROFILE_DIR/pyspy_NAME-spy.txt (raw stacks; py-spy does not
+     pause the processes it samples). Without --py-spy the name runs NAME as it is.
 
     python benchmarks/bench_e2e.py --data DATA/bear --ip2p-model IP2P_DIR --out OUT [--runs ours,original]
 """
@@ -119,7 +122,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
-    options = name.removesuffix("-again")
+    options = name.removesuffix("-spy").removesuffix("-again")
     os.environ.update(RUN_ENVIRONMENT.get(options, {}))
     if options.startswith("ours-process"):
         one_gpu_edit_process()
@@ -392,6 +395,7 @@ def main() -> None:
     parser.add_argument("--sample-round", default="", help="runs whose training thread is sampled in round 2 (list)")
     parser.add_argument("--sample-round-steps", type=int, default=300, help="steps that sampling covers")
     parser.add_argument("--profile-dir", type=Path, default=Path("/tmp/igs2gs-bench"), help="where those go")
+    parser.add_argument("--py-spy", help="py-spy's binary: runs named NAME-spy run under it (see above)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -410,11 +414,28 @@ def main() -> None:
     passthrough += ["--profile-dir", str(args.profile_dir)]
     if args.ours_steps:
         passthrough += ["--ours-steps", str(args.ours_steps)]
-    record["runs"] = run_children(Path(__file__), args.runs.split(","), passthrough, args.out)
+    record["runs"] = run_children(
+        Path(__file__), args.runs.split(","), passthrough, args.out, prefix=py_spy_prefix(args.py_spy, args.profile_dir)
+    )
     for run in record["runs"].values():
         run["extrapolated_default_run"] = extrapolate(run)
     (args.out / "bench_e2e.json").write_text(json.dumps(record, indent=2, default=str))
     print_table(record)
+
+
+def py_spy_prefix(binary: Optional[str], folder: Path) -> Callable[[str], list[str]]:
+    """The command that runs a child under py-spy when its name ends in "-spy" and `binary` is given."""
+
+    def prefix(name: str) -> list[str]:
+        if binary is None or not name.endswith("-spy"):
+            return []
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"pyspy_{name}.txt"
+        return [binary, "record", "--idle", "--nonblocking", "--subprocesses", "--threads", "--rate", "100"] + [
+            "--format", "raw", "-o", str(out), "--"
+        ]  # fmt: skip
+
+    return prefix
 
 
 def print_table(record: dict) -> None:

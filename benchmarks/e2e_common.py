@@ -200,6 +200,7 @@ class OutsideSteps:
 
     PARTS = {
         "save_checkpoint": ("trainer", "save_checkpoint"),
+        "checkpoint_writes": ("checkpoint_writer", "wait"),  # waits for a checkpoint in flight (on its own thread)
         "viewer_update": ("trainer", "_update_viewer_state"),
         "eval_iteration": ("trainer", "eval_iteration"),
         "finish_round": ("async_round", "finish"),
@@ -215,6 +216,7 @@ class OutsideSteps:
         pipeline = trainer.pipeline
         owners = {
             "trainer": trainer,
+            "checkpoint_writer": getattr(trainer, "checkpoint_writer", None),
             "async_round": pipeline.async_round,
             "edit_process": getattr(pipeline, "edit_process", None),
             "helper_process": getattr(pipeline, "helper_process", None),
@@ -299,15 +301,17 @@ def child_result(name: str, trainer: Any, timings: Timings, started: float, trai
     }
 
 
-def run_children(script: Path, names: list[str], args: list[str], out: Path) -> dict[str, dict]:
-    """Run `script --child NAME args` for each name (one process each), collecting their JSON records."""
+def run_children(
+    script: Path, names: list[str], args: list[str], out: Path, prefix: Callable[[str], list[str]] = lambda name: []
+) -> dict[str, dict]:
+    """Run `script --child NAME args` for each name (one process each, its command after `prefix(NAME)`, e.g. a
+    profiler), collecting their JSON records."""
     results = {}
     for name in names:
         log = out / f"{name}.log"
         started = time.perf_counter()
-        result = subprocess.run(
-            [sys.executable, str(script), "--child", name, *args], stdout=log.open("w"), stderr=subprocess.STDOUT
-        )
+        command = [*prefix(name), sys.executable, str(script), "--child", name, *args]
+        result = subprocess.run(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
         wall = time.perf_counter() - started
         record_file = Path("/tmp/igs2gs-bench") / f"{name}.json"
         if result.returncode != 0 or not record_file.exists():

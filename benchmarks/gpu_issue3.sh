@@ -155,8 +155,15 @@ if has e2e; then
   nvidia-smi --query-gpu=timestamp,index,clocks.sm,power.draw,temperature.gpu,utilization.gpu --format=csv,noheader \
     -l 1 >"$OUT/gpu_clocks.csv" 2>/dev/null &
   SMI_PID=$!
+  # runs named NAME-spy run under py-spy when .gpu/bin/py-spy (a static binary) can sample processes on this machine
+  SPY=
+  if [ -x .gpu/bin/py-spy ]; then
+    if .gpu/bin/py-spy record --nonblocking --format raw -o /tmp/spy_check.txt -- python3 -c "import time; time.sleep(1)" \
+      >/tmp/spy_check.log 2>&1; then SPY="--py-spy $PWD/.gpu/bin/py-spy"; echo "py-spy works" | tee -a "$OUT/run.log"
+    else echo "py-spy cannot sample here: $(tail -c 300 /tmp/spy_check.log)" | tee -a "$OUT/run.log"; fi
+  fi
   timeout $(within ${E2E_TIMEOUT:-560}) python3 benchmarks/bench_e2e.py --data .gpu/data/bear --ip2p-model /tmp/ip2p-arch --load-dir $CKPT \
-    --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original}" --profile-dir "$OUT" ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e_stdout.txt" \
+    --out /tmp/igs2gs-bench/out --runs "${E2E_RUNS:-ours,original}" --profile-dir "$OUT" $SPY ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e_stdout.txt" \
     | tail -30 | tee -a "$OUT/run.log"  # e2e_stdout.txt has each run's record as it finishes, also if the stage is cut
   kill $TOP_PID $SMI_PID
   cp /tmp/igs2gs-bench/out/bench_e2e.json "$OUT/" 2>/dev/null

@@ -6,7 +6,8 @@ so on a thread of its own it overlaps the training steps. The writes keep their 
 out), so the journal's state still never names an image that is not on disk yet.
 
 `flush` waits for the writes so far and raises the first one that failed. The keeper flushes before every
-checkpoint, and the trainer when training stops, by Ctrl-C or an error too (`trainer_config.IGS2GSTrainer`).
+checkpoint (or hands the checkpoint's writer thread the writes queued so far to wait for: `queued`), and the trainer
+when training stops, by Ctrl-C or an error too (`trainer_config.IGS2GSTrainer`).
 Writes still queued when the process exits are done before it ends (`concurrent.futures` finishes its queue).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Deque, Optional
+from typing import Any, Callable, Deque, List, Optional
 
 import torch
 
@@ -45,6 +46,11 @@ class BackgroundJournal:
         """Wait for the queued writes; raise the first that failed."""
         while self._pending:
             self._pending.popleft().result()
+
+    def queued(self) -> List[Future]:
+        """The writes queued so far and not yet seen done: waiting for them (on any thread) waits for every write
+        queued until now."""
+        return list(self._pending)
 
     def _submit(self, write: Callable[..., None], *args: Any) -> None:
         while self._pending and self._pending[0].done():  # a failed write stops the run at the next one

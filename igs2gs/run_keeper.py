@@ -3,7 +3,7 @@
 - Checkpoints: `state_dict` / `load_state_dict` carry the `RunState` (round start step, end step, edit
   settings, each view's latest edit step) and the generator states (`rng_state`).
 - Every edit goes to the run's `edits/` journal as it is made (`edit_journal`), written on a thread of its own
-  (`background_journal`) and flushed before every checkpoint.
+  (`background_journal`) and is on disk before any checkpoint that holds the edit (`journal_waited_later`).
 - `start` (from `get_training_callbacks`, which nerfstudio 1.1.5 calls after loading the checkpoint):
   restores journal edits newer than the checkpoint, so a run killed between checkpoints loses none,
   copies the edits into the new run's journal, writes a first checkpoint of the new run (so
@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
@@ -74,16 +76,39 @@ class RunKeeper:
         self._finished_round = 0
         """The number of the round that finished at `_round_finished_at`."""
         self._optimizers: Optional[Mapping[str, torch.optim.Optimizer]] = None
+        self._journal_writes: Optional[List[Future]] = None
+        """Inside `journal_waited_later`: the journal's writes that the checkpoint being taken waits for."""
 
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self, pipeline: IGS2GSPipeline) -> Dict[str, torch.Tensor]:
         """Checkpoint entries of the run state; generator states not yet restored are saved as loaded. The journal
-        is flushed first, so that it holds every edit the checkpoint's cache holds."""
-        self.flush_journal()
+        is flushed first, so that it holds every edit the checkpoint's cache holds; inside `journal_waited_later`,
+        its queued writes are handed to the checkpoint's writer to wait for instead."""
+        if self._journal_writes is not None:
+            self._journal_writes.extend(self.journal.queued() if self.journal is not None else ())
+        else:
+            self.flush_journal()
         plain, tensors = self._pending_rng or capture_rng(pipeline.datamanager)
         self.state.rng = plain
         return encode_run_state(self.state, tensors)
+
+    @contextmanager
+    def journal_waited_later(self) -> Iterator[Callable[[], None]]:
+        """While open, `state_dict` does not wait for the journal's queued writes. The function it yields waits
+        for those queued before each `state_dict` (on any thread, e.g. the checkpoint's writer), raising the first
+        that failed: the checkpoint is written once its edits are in the journal."""
+        writes: List[Future] = []
+
+        def wait_for_writes() -> None:
+            for write in writes:
+                write.result()
+
+        self._journal_writes = writes
+        try:
+            yield wait_for_writes
+        finally:
+            self._journal_writes = None
 
     def load_state_dict(self, entries: Mapping[str, Any]) -> None:
         """Take the run state of a checkpoint (`split_run_state`'s second part); generators wait for `start`."""

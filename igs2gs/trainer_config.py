@@ -13,26 +13,63 @@ in one pass (grouped_adam.py).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Type
 
 import torch
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from igs2gs.checkpoint_checks import check_splatfacto_checkpoint, checkpoint_step, find_checkpoint, read_checkpoint
+from igs2gs.checkpoint_writer import CheckpointWriter
 from igs2gs.grouped_adam import GroupedOptimizers
 from igs2gs.run_state import decode_run_state
 from igs2gs.validation import check_data, check_device_exists
 
 
 class IGS2GSTrainer(Trainer):
-    """nerfstudio's trainer. When training stops, at its end, by Ctrl-C or by an error, the edit journal's queued
-    writes (background_journal.py) are done before `train` returns or raises; at its end, the edit processes have
-    exited too (they exit while the last checkpoint is saved). The Gaussians' fused Adams step in one pass
+    """nerfstudio's trainer, with checkpoints written on a thread of their own (checkpoint_writer.py). When training
+    stops, at its end, by Ctrl-C or by an error, the checkpoint in flight and the edit journal's queued writes
+    (background_journal.py) are done before `train` returns or raises; at its end, the edit processes have exited
+    too (they exit while the last checkpoint is saved). The Gaussians' fused Adams step in one pass
     (grouped_adam.py)."""
+
+    @cached_property
+    def checkpoint_writer(self) -> CheckpointWriter:
+        """The thread that writes this trainer's checkpoints."""
+        return CheckpointWriter()
+
+    @check_main_thread
+    def save_checkpoint(self, step: int) -> None:
+        """nerfstudio's checkpoint, written on a thread of its own (checkpoint_writer.py): the training thread
+        gathers the state and copies its tensors, the writer waits for the edit journal's writes queued so far,
+        then writes the file and renames it into place."""
+        keeper = getattr(self.pipeline, "keeper", None)
+        with keeper.journal_waited_later() if keeper is not None else nullcontext(None) as journal_written:
+            state = {
+                "step": step,
+                "pipeline": self.pipeline.state_dict(),
+                "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
+                "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
+                "scalers": self.grad_scaler.state_dict(),
+            }
+        path = Path(self.checkpoint_dir) / f"step-{step:09d}.ckpt"
+        self.checkpoint_writer.write(
+            state,
+            path,
+            temporary=Path(self.checkpoint_dir).parent / f".{path.name}.partial",
+            keep_only_latest=self.config.save_only_latest_checkpoint,
+            before=journal_written,
+        )
+
+    def wait_for_checkpoint(self) -> None:
+        """Wait until the last checkpoint asked for is on disk; raise its write's error."""
+        self.checkpoint_writer.wait()
 
     def setup_optimizers(self) -> Optimizers:
         """nerfstudio's optimizers, with the fused Adams stepped in one pass (grouped_adam.py)."""
@@ -42,24 +79,30 @@ class IGS2GSTrainer(Trainer):
         try:
             super().train()
         except BaseException:
-            _finish_journal(self.pipeline, quietly=True)  # the error that stopped training is the one to raise
+            _finish_writes(self, quietly=True)  # the error that stopped training is the one to raise
             raise
-        _finish_journal(self.pipeline, quietly=False)
+        _finish_writes(self, quietly=False)
         join = getattr(self.pipeline, "join_edit_processes", None)  # told to stop at the last step
         if join is not None:
             join()
 
 
-def _finish_journal(pipeline: Any, quietly: bool) -> None:
-    keeper = getattr(pipeline, "keeper", None)
-    if keeper is None:
-        return
-    try:
-        keeper.flush_journal()
-    except Exception as error:
-        if not quietly:
-            raise
-        CONSOLE.log(f"igs2gs: the edit journal could not be written: {error}")
+def _finish_writes(trainer: IGS2GSTrainer, quietly: bool) -> None:
+    """Wait for the checkpoint in flight and the edit journal's queued writes; `quietly` logs their errors instead
+    of raising them."""
+    keeper = getattr(trainer.pipeline, "keeper", None)
+    for what, finish in (
+        ("the last checkpoint", trainer.wait_for_checkpoint),
+        ("the edit journal", keeper.flush_journal if keeper is not None else None),
+    ):
+        if finish is None:
+            continue
+        try:
+            finish()
+        except Exception as error:
+            if not quietly:
+                raise
+            CONSOLE.log(f"igs2gs: {what} could not be written: {error}")
 
 
 @dataclass
