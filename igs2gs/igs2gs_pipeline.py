@@ -31,6 +31,7 @@ from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_editor
 from igs2gs.fast_edits import BatchedEdits, build_ip2p_editor, edit_job_batch, first_edit_side
 from igs2gs.igs2gs import IGS2GSModelConfig
 from igs2gs.igs2gs_datamanager import EDIT_KEY_PREFIX, IGS2GSDataManager, IGS2GSDataManagerConfig
+from igs2gs.inductor_workers import compile_in_process
 from igs2gs.round_reporter import RoundReporter
 from igs2gs.run_keeper import RunKeeper
 from igs2gs.run_state import split_run_state
@@ -163,6 +164,8 @@ class IGS2GSPipeline(VanillaPipeline):
             prioritise_training(device)  # before the run's tensors are made (edit_streams.py)
         editor_device = config.ip2p_device or device
         own_process = background and config.ip2p_process and edits_on_own_device(device, config.ip2p_device)
+        if not (test_mode == "val" and config.ip2p_compile and not own_process):
+            compile_in_process()  # this process compiles no editor: no pool of compile workers (inductor_workers.py)
         # InstructPix2Pix loads in its own process while this one caches the images and builds the model.
         edit_process = self._start_edit_process(config, editor_device) if own_process else None
         helper_process = self._start_helper_process(config, device, own_process) if test_mode == "val" else None

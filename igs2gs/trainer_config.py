@@ -22,18 +22,21 @@ from typing import Any, Mapping, Type
 import torch
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
-from nerfstudio.utils.decorators import check_main_thread
+from nerfstudio.utils.decorators import check_main_thread, check_viewer_enabled
 from nerfstudio.utils.rich_utils import CONSOLE
+from nerfstudio.viewer.viewer import Viewer
 
 from igs2gs.checkpoint_checks import check_splatfacto_checkpoint, checkpoint_step, find_checkpoint, read_checkpoint
 from igs2gs.checkpoint_writer import CheckpointWriter
 from igs2gs.grouped_adam import GroupedOptimizers
 from igs2gs.run_state import decode_run_state
 from igs2gs.validation import check_data, check_device_exists
+from igs2gs.viewer_thumbnails import ThumbnailDataset
 
 
 class IGS2GSTrainer(Trainer):
-    """nerfstudio's trainer, with checkpoints written on a thread of their own (checkpoint_writer.py). When training
+    """nerfstudio's trainer, with checkpoints written on a thread of their own (checkpoint_writer.py) and the viewer's
+    camera thumbnails made from the cached photos (viewer_thumbnails.py). When training
     stops, at its end, by Ctrl-C or by an error, the checkpoint in flight and the edit journal's queued writes
     (background_journal.py) are done before `train` returns or raises; at its end, the edit processes have exited
     too (they exit while the last checkpoint is saved). The Gaussians' fused Adams step in one pass
@@ -70,6 +73,18 @@ class IGS2GSTrainer(Trainer):
     def wait_for_checkpoint(self) -> None:
         """Wait until the last checkpoint asked for is on disk; raise its write's error."""
         self.checkpoint_writer.wait()
+
+    @check_viewer_enabled
+    def _init_viewer_state(self) -> None:
+        """nerfstudio's, with the training cameras' thumbnails made from the cached photos (viewer_thumbnails.py)."""
+        datamanager = self.pipeline.datamanager
+        assert self.viewer_state and datamanager.train_dataset
+        train_dataset = datamanager.train_dataset
+        if isinstance(self.viewer_state, Viewer) and hasattr(datamanager, "original_image"):
+            train_dataset = ThumbnailDataset(train_dataset, datamanager.original_image)
+        self.viewer_state.init_scene(
+            train_dataset=train_dataset, train_state=self.training_state, eval_dataset=datamanager.eval_dataset
+        )
 
     def setup_optimizers(self) -> Optimizers:
         """nerfstudio's optimizers, with the fused Adams stepped in one pass (grouped_adam.py)."""

@@ -215,3 +215,28 @@ def test_a_fresh_process_loads_the_editors_saved_compile_and_edits_the_same(tmp_
     from tests.test_saved_compile import check_saved_edit_loads_in_fresh_process
 
     check_saved_edit_loads_in_fresh_process(tmp_path, "cuda")
+
+
+POOL_PROBE = """
+import sys, torch
+if sys.argv[1] == "in-process":
+    from igs2gs.inductor_workers import compile_in_process
+    compile_in_process()
+from torch._inductor.async_compile import AsyncCompile
+step = torch.compile(lambda x: torch.sin(x) * 2 + 1)
+step(torch.ones(64, device="cuda"))
+print(AsyncCompile.process_pool.cache_info().currsize)
+"""
+
+
+def test_a_process_that_compiles_in_process_starts_no_compile_workers():
+    import subprocess
+    import sys
+
+    def pools(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", POOL_PROBE, mode], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return int(out.stdout.split()[-1])
+
+    assert pools("in-process") == 0
+    assert pools("default") == 1  # inductor's default on this machine: the pool the change avoids

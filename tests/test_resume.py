@@ -157,6 +157,7 @@ def test_resuming_restores_every_edit_and_continues_the_round_at_the_next_view(
     # the new run has its own copy of the journal and a first checkpoint that resumes it
     journal = EditJournal(run_folder(trainer) / "edits")
     assert journal.read_state().view_steps == {v: ROUND_START + v for v in range(5)}
+    trainer.wait_for_checkpoint()  # written on a thread of its own (checkpoint_writer.py)
     first_checkpoint = load_checkpoint(run_folder(trainer) / "nerfstudio_models" / "step-000000204.ckpt")
     assert sorted(k for k in first_checkpoint["pipeline"] if k.startswith(EDIT_KEY_PREFIX)) == [
         edit_key(v) for v in range(5)
