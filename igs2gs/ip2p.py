@@ -24,6 +24,7 @@ from torch import Tensor
 
 from igs2gs import ip2p_speed, saved_compile
 from igs2gs.ddim import add_noise, check_scheduler, combine_guidance, ddim_schedule, ddim_step, spread_schedule
+from igs2gs.diffusers_imports import without_peft
 from igs2gs.editor import EditSettings
 from igs2gs.fast_group_norm import use_fast_group_norm, use_torch_group_norm
 
@@ -52,11 +53,12 @@ class IP2PLoadError(RuntimeError):
 
 
 def _import_diffusers() -> Any:
-    """Import diffusers, or tell how to install it."""
+    """Import diffusers (without peft: diffusers_imports.py), or tell how to install it."""
     try:
         import diffusers
     except ImportError as err:  # pragma: no cover - the pinned stack installs it
         raise ImportError(f"The InstructPix2Pix editor needs diffusers and transformers: {_INSTALL}") from err
+    without_peft()
     return diffusers
 
 
