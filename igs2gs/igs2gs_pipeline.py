@@ -105,10 +105,10 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     time an image size is met, then a load from ip2p_compile_cache. With ip2p_process, edits never wait for a compile:
     they start uncompiled while a second process compiles the editor (from the cache when an earlier run filled it)
     and takes over from the next batch once it is done (edit_process.py); a run that ends first lets that compile
-    finish for later runs (Ctrl-C skips it). It stays off: the first run pays the compile (147-155 s against 86 s for
+    finish for later runs (Ctrl-C skips it). It stays off: the first run pays the compile (116-155 s against 86 s for
     two GPUs' default run on 2 x H200, most of it waiting at the end for the compile), while a later one loads the
-    saved pieces (two GPUs: 67.9-70.6 s; one GPU: 115 s, no faster than the default's 110-119 s on earlier machines;
-    benchmarks/RESULTS.md)."""
+    saved pieces (two GPUs: 64.5-70.6 s, 1.51-1.65x the one-GPU default on the same machine; one GPU: 101.9-115 s,
+    no faster than the default's 97.6-119 s; benchmarks/RESULTS.md)."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
