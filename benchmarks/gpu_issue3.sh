@@ -14,7 +14,8 @@
 #               and load times, step time; AOT_ARGS="--weights inside" packs the weights in). With AOT_GPU set
 #               (a GPU index), it runs in the background on that GPU from before the edit stage on.
 #   e2e         benchmarks/bench_e2e.py (E2E_RUNS, E2E_ARGS); then NOPYC_RUNS without the written bytecode (PYC below),
-#               then BASELINE_RUNS from the checkout in BASELINE_DIR
+#               then BASELINE_RUNS from the checkout in BASELINE_DIR. Runs named NAME-spy run under py-spy when
+#               .gpu/bin/py-spy holds its static binary (`pip install py-spy` here, then copy `py-spy` from the venv's bin)
 #   firstcall   benchmarks/probe_saved_first_call.py on cuda:1 with the e2e runs' compile cache (after an
 #               ours-2gpu-compile-saved run): where a fresh process's time goes until its saved pieces edit, under
 #               cProfile (the editor's build and its first edit)
