@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -29,7 +30,12 @@ def copy_tensors(state: Any) -> Any:
     if isinstance(state, torch.Tensor):
         return state.detach().clone()
     if isinstance(state, dict):
-        return type(state)((key, copy_tensors(value)) for key, value in state.items())
+        copied = {key: copy_tensors(value) for key, value in state.items()}
+        if isinstance(state, OrderedDict):  # a module's state dict: its `_metadata` (versions) goes along
+            copied = OrderedDict(copied)
+            if hasattr(state, "_metadata"):
+                copied._metadata = state._metadata  # type: ignore[attr-defined]
+        return copied
     if isinstance(state, (list, tuple)) and not hasattr(state, "_fields"):
         return type(state)(copy_tensors(value) for value in state)
     return state

@@ -74,6 +74,13 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_is_raised_by_the_next_
     assert load(older)["step"] == 1
 
 
+def test_a_module_state_dict_keeps_its_versions():
+    state = torch.nn.BatchNorm1d(3).state_dict()  # an OrderedDict whose _metadata holds the module's version
+    copied = copy_tensors({"pipeline": state})["pipeline"]
+    assert list(copied) == list(state) and copied._metadata == state._metadata
+    assert all(copied[key] is not state[key] and torch.equal(copied[key], state[key]) for key in state)
+
+
 def test_copies_keep_the_structure_and_leave_other_values_alone():
     tensor = torch.arange(3.0)
     state = {"a": [tensor, (tensor, 2)], "b": "text", "c": {"d": tensor}}
