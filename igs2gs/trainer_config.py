@@ -1,7 +1,8 @@
 """The method's `TrainerConfig`: checks `--data`, `--load-dir` and the device before the trainer is built,
 and decides whether the checkpoint is an unfinished igs2gs run to resume or a scene to start editing. Its trainer
-(`IGS2GSTrainer`) finishes the edit journal's writes whenever training stops and steps the Gaussians' fused Adams
-in one pass (grouped_adam.py).
+(`IGS2GSTrainer`) writes checkpoints on a thread of their own and finishes them and the edit journal's writes
+whenever training stops, draws the viewer's camera thumbnails from the cached photos, and steps the Gaussians' fused
+Adams in one pass (grouped_adam.py).
 
 - Resume (an igs2gs checkpoint saved before its run's last step): its learning-rate schedules are
   restored (`load_scheduler` True) and the run ends at the step the interrupted run would have ended
