@@ -19,45 +19,30 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Set
 
 import torch
 
+from igs2gs.edit_journal import write_atomically
 
-def copy_tensors(state: Any) -> Any:
+
+def copy_tensors(state: Any, devices: Optional[Set[torch.device]] = None) -> Any:
     """`state` (nested dicts, lists and tuples) with every tensor replaced by a copy of it on its device; anything
-    else is kept as it is."""
+    else is kept as it is. The CUDA devices of the copies are added to `devices`."""
     if isinstance(state, torch.Tensor):
+        if state.is_cuda and devices is not None:
+            devices.add(state.device)
         return state.detach().clone()
     if isinstance(state, dict):
-        copied = {key: copy_tensors(value) for key, value in state.items()}
+        copied = {key: copy_tensors(value, devices) for key, value in state.items()}
         if isinstance(state, OrderedDict):  # a module's state dict: its `_metadata` (versions) goes along
             copied = OrderedDict(copied)
             if hasattr(state, "_metadata"):
                 copied._metadata = state._metadata  # type: ignore[attr-defined]
         return copied
     if isinstance(state, (list, tuple)) and not hasattr(state, "_fields"):
-        return type(state)(copy_tensors(value) for value in state)
+        return type(state)(copy_tensors(value, devices) for value in state)
     return state
-
-
-def cuda_devices(state: Any) -> List[torch.device]:
-    """The CUDA devices that tensors in `state` live on."""
-    found: dict = {}
-
-    def visit(value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            if value.is_cuda:
-                found[value.device] = None
-        elif isinstance(value, dict):
-            for item in value.values():
-                visit(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                visit(item)
-
-    visit(state)
-    return list(found)
 
 
 class CheckpointWriter:
@@ -71,22 +56,23 @@ class CheckpointWriter:
         self,
         state: Any,
         path: Path,
-        temporary: Path,
+        temporary_folder: Path,
         keep_only_latest: bool = False,
         before: Optional[Callable[[], None]] = None,
     ) -> None:
-        """Copy `state`'s tensors now and write `state` to `path` on the writer thread: first to `temporary` (on
-        the same file system, outside `path`'s folder), then renamed to `path`. `before` runs on the writer thread
-        first; with `keep_only_latest`, the other `*.ckpt` files of `path`'s folder are deleted afterwards. Waits
-        for the previous write first and raises its error."""
+        """Copy `state`'s tensors now and write `state` to `path` on the writer thread, through a temporary file in
+        `temporary_folder` (on the same file system, outside `path`'s folder: `write_atomically`). `before` runs on
+        the writer thread first; with `keep_only_latest`, the other `*.ckpt` files of `path`'s folder are deleted
+        afterwards. Waits for the previous write first and raises its error."""
         self.wait()
-        snapshot = copy_tensors(state)
+        devices: Set[torch.device] = set()
+        snapshot = copy_tensors(state, devices)
         ready = []
-        for device in cuda_devices(snapshot):
+        for device in devices:
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(device))
             ready.append(event)
-        arguments = (snapshot, Path(path), Path(temporary), keep_only_latest, before, ready)
+        arguments = (snapshot, Path(path), Path(temporary_folder), keep_only_latest, before, ready)
         self._in_flight = threading.Thread(target=self._run, args=arguments, name="igs2gs-checkpoint")
         self._in_flight.start()
 
@@ -109,7 +95,7 @@ class CheckpointWriter:
 def _write(
     state: Any,
     path: Path,
-    temporary: Path,
+    temporary_folder: Path,
     keep_only_latest: bool,
     before: Optional[Callable[[], None]],
     ready: List[torch.cuda.Event],
@@ -118,15 +104,14 @@ def _write(
         event.synchronize()
     if before is not None:
         before()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+
+    def save(temporary: Path) -> None:
         with open(temporary, "wb") as file:
             torch.save(state, file)
             file.flush()
             os.fsync(file.fileno())  # on disk before the rename makes it the checkpoint
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+
+    write_atomically(path, save, temporary_folder)
     if keep_only_latest:
         for older in path.parent.glob("*.ckpt"):
             if older != path:

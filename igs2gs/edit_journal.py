@@ -99,10 +99,12 @@ class EditJournal:
         return torch.from_numpy(pixels.copy())
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write `path` through a temporary file in the same folder and rename it into place."""
+def write_atomically(path: Path, write: Callable[[Path], None], temporary_folder: Optional[Path] = None) -> None:
+    """Write `path` through a temporary file and rename it into place. The temporary file is in `path`'s folder, or
+    in `temporary_folder` (on the same file system) where a stray file in that folder would be read as one of its
+    own, as nerfstudio does with every file in a checkpoint folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = (temporary_folder or path.parent) / f".{path.name}.{os.getpid()}.tmp"
     try:
         write(temporary)
         os.replace(temporary, path)

@@ -66,7 +66,7 @@ class IGS2GSTrainer(Trainer):
         self.checkpoint_writer.write(
             state,
             path,
-            temporary=Path(self.checkpoint_dir).parent / f".{path.name}.partial",
+            temporary_folder=Path(self.checkpoint_dir).parent,  # nerfstudio reads the checkpoint folder file by file
             keep_only_latest=self.config.save_only_latest_checkpoint,
             before=journal_written,
         )

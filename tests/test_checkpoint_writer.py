@@ -25,7 +25,7 @@ def test_the_file_holds_the_state_when_write_was_called_not_when_it_is_written(t
     weights, gate = torch.zeros(4), threading.Event()
     writer = CheckpointWriter()
     path = tmp_path / "models" / "step-000000001.ckpt"
-    writer.write({"step": 1, "weights": [weights]}, path, tmp_path / ".partial", before=lambda: gate.wait(10))
+    writer.write({"step": 1, "weights": [weights]}, path, tmp_path, before=lambda: gate.wait(10))
     weights.add_(1)  # the next training steps change the tensors while the write waits
     gate.set()
     writer.wait()
@@ -38,19 +38,19 @@ def test_a_checkpoint_appears_whole_and_only_then_are_older_ones_deleted(tmp_pat
     folder.mkdir()
     older = folder / "step-000000001.ckpt"
     torch.save({"step": 1}, older)
-    path, temporary = folder / "step-000000002.ckpt", tmp_path / ".step-000000002.ckpt.partial"
+    path, run = folder / "step-000000002.ckpt", tmp_path
     seen = {}
 
     def before() -> None:  # runs on the writer thread, before the file is written
         seen.update(path=path.exists(), older=older.exists(), thread=threading.current_thread().name)
 
     writer = CheckpointWriter()
-    writer.write({"step": 2}, path, temporary, keep_only_latest=True, before=before)
+    writer.write({"step": 2}, path, run, keep_only_latest=True, before=before)
     writer.wait()
     assert seen == {"path": False, "older": True, "thread": seen["thread"]}
     assert seen["thread"] != threading.current_thread().name
     assert sorted(p.name for p in folder.iterdir()) == [path.name] and load(path)["step"] == 2
-    assert not temporary.exists()
+    assert sorted(p.name for p in run.iterdir()) == [folder.name]  # no temporary file left beside the folder
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint_and_is_raised_by_the_next_write(tmp_path, monkeypatch):
@@ -58,7 +58,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_is_raised_by_the_next_
     folder.mkdir()
     older = folder / "step-000000001.ckpt"
     torch.save({"step": 1}, older)
-    temporary = tmp_path / ".partial"
+    run = tmp_path
 
     def full_disk(state, file) -> None:  # writes part of the file, then the disk is full
         file.write(b"half a checkpoint")
@@ -66,10 +66,11 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_is_raised_by_the_next_
 
     monkeypatch.setattr(torch, "save", full_disk)
     writer = CheckpointWriter()
-    writer.write({"step": 2}, folder / "step-000000002.ckpt", temporary, keep_only_latest=True)
+    writer.write({"step": 2}, folder / "step-000000002.ckpt", run, keep_only_latest=True)
     with pytest.raises(OSError, match="No space left"):
-        writer.write({"step": 3}, folder / "step-000000003.ckpt", temporary, keep_only_latest=True)
-    assert sorted(p.name for p in folder.iterdir()) == [older.name] and not temporary.exists()
+        writer.write({"step": 3}, folder / "step-000000003.ckpt", run, keep_only_latest=True)
+    assert sorted(p.name for p in folder.iterdir()) == [older.name]
+    assert sorted(p.name for p in run.iterdir()) == [folder.name]  # the half-written file is gone
     monkeypatch.undo()
     assert load(older)["step"] == 1
 
