@@ -90,6 +90,9 @@ class Variant:
     cuda_graphs: bool = False
     inductor: dict[str, Any] = field(default_factory=dict)
     """Inductor settings while the variant compiles (`torch._inductor.config.patch`)."""
+    cudnn_benchmark: bool = False
+    """cuDNN times its convolution algorithms at each new shape and keeps the fastest (`torch.backends.cudnn.benchmark`),
+    instead of taking its heuristics' first choice. Compiled graphs call cuDNN for their convolutions too."""
     note: str = ""
 
 
@@ -123,6 +126,13 @@ VARIANTS = {
                 note="8 views per call, the denoising step compiled with torch.compile's defaults, VAE eager"),
         Variant("batch8-autotune", views=8, compile=True, compile_vae=False, inductor=MAX_AUTOTUNE,
                 note="8 views per call, the denoising step compiled with max-autotune's kernel search, VAE eager"),
+        Variant("batch8-cudnnbench", views=8, cudnn_benchmark=True, note="8 views per call, eager, cuDNN autotuner"),
+        Variant("batch8-step-cudnnbench", views=8, compile=True, compile_vae=False, cudnn_benchmark=True,
+                note="8 views per call, the denoising step compiled, VAE eager, cuDNN autotuner"),
+        Variant("batch16-compiled-cudnnbench", views=16, compile=True, cudnn_benchmark=True,
+                note="16 views per call, torch.compile, cuDNN autotuner"),
+        Variant("batch8-step-freezing", views=8, compile=True, compile_vae=False, inductor={"freezing": True},
+                note="8 views per call, the denoising step compiled with the weights frozen as constants, VAE eager"),
         Variant("batch8-autotune-gemm", views=8, compile=True, compile_vae=False, inductor=MAX_AUTOTUNE_GEMM,
                 note="8 views per call, the denoising step compiled with max-autotune for its matmuls only, VAE eager"),
     ]
@@ -186,6 +196,7 @@ def running_eagerly(editor: InstructPix2PixEditor) -> Iterator[None]:
 
 
 def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) -> None:
+    torch.backends.cudnn.benchmark = variant.cudnn_benchmark
     if variant.memory_savers:
         editor.enable_attention_slicing()
         editor.enable_model_cpu_offload()
@@ -202,6 +213,7 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
 
 
 def unconfigure(editor: InstructPix2PixEditor, variant: Variant) -> None:
+    torch.backends.cudnn.benchmark = False
     if variant.memory_savers:
         editor.disable_model_cpu_offload()
         editor.disable_attention_slicing()
