@@ -91,8 +91,8 @@ class Variant:
     inductor: dict[str, Any] = field(default_factory=dict)
     """Inductor settings while the variant compiles (`torch._inductor.config.patch`)."""
     cudnn_benchmark: bool = False
-    """cuDNN times its convolution algorithms at each new shape and keeps the fastest (`torch.backends.cudnn.benchmark`),
-    instead of taking its heuristics' first choice. Compiled graphs call cuDNN for their convolutions too."""
+    """cuDNN times its convolution algorithms at each new shape and keeps the fastest
+    (`torch.backends.cudnn.benchmark`), instead of its heuristics' first choice. Compiled graphs call cuDNN too."""
     note: str = ""
 
 
