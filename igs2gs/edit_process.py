@@ -510,7 +510,9 @@ def _use_device(device: str) -> None:
 
 
 def _warm_up(editor: Any, plan: Tuple[List[Tuple[int, int]], int, EditSettings], device: str) -> None:
+    """Warm the editor up for the plan's sizes (editor_warm_up.py): a compiling editor compiles there; an eager one
+    on a GPU loads its kernels while the training process is still starting, instead of in the first batch."""
     from igs2gs.editor_warm_up import warm_up_editor
 
     sizes, batch_size, settings = plan
-    warm_up_editor(editor, sizes, batch_size, settings, device)
+    warm_up_editor(editor, sizes, batch_size, settings, device, eager=torch.device(device).type == "cuda")

@@ -29,6 +29,9 @@ steps meet what all of an edit's steps meet (the first step's inputs and those a
 the other 18 of the default 20 would only add GPU time beside the edits that already run (about 1 s for 8 views on an
 H200)."""
 
+EAGER_WARM_UP_STEPS = 1
+"""Denoising steps of an eager editor's warm-up edit (`warm_up_editor`): one step meets every kernel of an edit."""
+
 
 def builds_editor_ahead(editor_device: Any) -> bool:
     """Whether a training run builds its editor before training: on CUDA devices. On the CPU the editor is
@@ -50,20 +53,31 @@ def warm_up_edit(
 
 
 def warm_up_editor(
-    editor: ImageEditor, sizes: Sequence[Tuple[int, int]], batch_size: int, settings: EditSettings, device: Any
+    editor: ImageEditor,
+    sizes: Sequence[Tuple[int, int]],
+    batch_size: int,
+    settings: EditSettings,
+    device: Any,
+    eager: bool = False,
 ) -> None:
     """For an editor that compiles (its `compiling` is true): `warm_up_edit` at each edit size, with
     `WARM_UP_STEPS` denoising steps, then `stop_compiling`, so inputs it did not meet here run eagerly later
     (ip2p_speed.CompiledThenRunOnly).
 
-    An eager editor is not warmed up: its first edit costs about 0.6 s more than the next ones (cuDNN and
-    cuBLAS choosing kernels; 2.5 against 1.9 s for 8 views on an H200), less than a warm-up edit would add to
-    the start-up of every run."""
-    if not getattr(editor, "compiling", False):
+    An eager editor is warmed up only with `eager`, with `EAGER_WARM_UP_STEPS`: its first edit in a fresh process
+    loads the kernels cuDNN and cuBLAS pick (8 views at 512 px on an H200: 6.3 s, against 1.7 s for the same call
+    later). An edit process asks for that (edit_process.py): its editor waits for the first batch anyway while the
+    training process starts. The training process's own editor is not warmed up: there the first edit runs beside
+    training, while a warm-up would add to the start-up of every run."""
+    compiling = getattr(editor, "compiling", False)
+    if not (compiling or eager):
         return
-    settings = replace(settings, diffusion_steps=min(settings.diffusion_steps, WARM_UP_STEPS))
+    steps = WARM_UP_STEPS if compiling else EAGER_WARM_UP_STEPS
+    settings = replace(settings, diffusion_steps=min(settings.diffusion_steps, steps))
     for size in sizes:
         warm_up_edit(editor, size, batch_size, settings, device)
+    if not compiling:
+        return
     editor.stop_compiling()
     report = getattr(editor, "saved_compile_report", lambda: None)()
     if report:

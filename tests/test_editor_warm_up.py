@@ -8,7 +8,13 @@ import torch
 
 import igs2gs.igs2gs_pipeline as pipeline_module
 from igs2gs.editor import EditSettings
-from igs2gs.editor_warm_up import WARM_UP_STEPS, builds_editor_ahead, warm_up_edit, warm_up_editor
+from igs2gs.editor_warm_up import (
+    EAGER_WARM_UP_STEPS,
+    WARM_UP_STEPS,
+    builds_editor_ahead,
+    warm_up_edit,
+    warm_up_editor,
+)
 from igs2gs.ip2p_speed import CompiledThenRunOnly
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
 
@@ -43,11 +49,42 @@ class CompilingEditor(RecordingEditor):
 def test_only_an_editor_that_compiles_is_warmed_up_then_stops_compiling():
     eager = RecordingEditor()
     warm_up_editor(eager, [(48, 64)], 2, EditSettings(prompt="x"), "cpu")
-    assert eager.calls == []  # its first edit costs less than a warm-up would
+    assert eager.calls == []  # in the training process its first edit runs beside training
     compiling = CompilingEditor()
     warm_up_editor(compiling, [(48, 64), (32, 32)], 2, EditSettings(prompt="x"), "cpu")
     assert [shape for shape, _ in compiling.calls] == [(2, 3, 48, 64), (2, 3, 32, 32)]
     assert not compiling.compiling
+
+
+class StepsEditor(RecordingEditor):
+    def edit(self, renders, originals, settings, generator=None):
+        self.calls.append((tuple(renders.shape), settings.diffusion_steps))
+        return renders
+
+
+class CompilingStepsEditor(StepsEditor, CompilingEditor):
+    pass
+
+
+def test_an_eager_editor_is_warmed_up_when_asked_with_one_step_at_each_size():
+    eager = StepsEditor()
+    warm_up_editor(eager, [(48, 64), (32, 32)], 2, EditSettings(prompt="x"), "cpu", eager=True)
+    assert eager.calls == [((2, 3, 48, 64), EAGER_WARM_UP_STEPS), ((2, 3, 32, 32), EAGER_WARM_UP_STEPS)]
+    compiling = CompilingStepsEditor()
+    warm_up_editor(compiling, [(48, 64)], 2, EditSettings(prompt="x"), "cpu", eager=True)
+    assert compiling.calls == [((2, 3, 48, 64), WARM_UP_STEPS)] and not compiling.compiling
+
+
+def test_an_edit_process_warms_its_eager_editor_up_on_a_gpu_only(monkeypatch):
+    import igs2gs.edit_process as edit_process
+    import igs2gs.editor_warm_up as editor_warm_up
+
+    asked = []
+    monkeypatch.setattr(editor_warm_up, "warm_up_editor", lambda *args, eager=False: asked.append((args[-1], eager)))
+    plan = ([(48, 64)], 2, EditSettings(prompt="x"))
+    edit_process._warm_up(RecordingEditor(), plan, "cuda:1")
+    edit_process._warm_up(RecordingEditor(), plan, "cpu")
+    assert asked == [("cuda:1", True), ("cpu", False)]
 
 
 def test_only_cuda_editors_are_built_ahead():
