@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -97,12 +97,14 @@ def uncompiled(config: Any) -> Any:
 
 @dataclass
 class _Child:
-    """A child process and its two queues; `ready` once its "ready" message was read."""
+    """A child process and its two queues; `ready` once its "ready" message was read. `kept`: messages read from
+    `results` while waiting with a timeout (`_edits_within`), not yet handled."""
 
     process: Any
     jobs: Any
     results: Any
     ready: bool = False
+    kept: Deque[Any] = field(default_factory=collections.deque)
 
 
 class EditProcess:
@@ -182,10 +184,25 @@ class EditProcess:
         if self._compiler is not None:
             self._edited_uncompiled += len(jobs)
 
-    def receive(self) -> List[Optional[torch.Tensor]]:
-        """The edits of the oldest batch sent and not yet received; waits for the editor on the first call."""
+    def can_send(self, in_flight: int) -> bool:
+        """Whether a batch sent now would wait behind fewer than `in_flight` batches of the child that edits it: the
+        compiled child's own batches once it is ready to take over, whatever the uncompiled one still edits. While
+        the compile runs, the uncompiled child is sent one batch at a time, so the compiled child gets the next batch
+        as soon as it is ready instead of a batch queued behind an uncompiled one (`edit_worker.PolledEdits`)."""
+        if self._compiler is not None and self.compiled:
+            target, limit = self._compiler, in_flight
+        else:
+            compiling = self._compiler is not None and self._compiler.process.is_alive()
+            target, limit = self._child, 1 if compiling else in_flight
+        return sum(child is target for child, _ in self._sent) < limit
+
+    def receive(self, timeout: Optional[float] = None) -> Optional[List[Optional[torch.Tensor]]]:
+        """The edits of the oldest batch sent and not yet received; waits for the editor on the first call. With
+        `timeout`, None when they have not come within it (the batch stays the oldest)."""
         if not self._sent:
             raise EditProcessError("receive() without a batch sent")
+        if timeout is not None and not _edits_within(self._sent[0][0], timeout):
+            return None
         child, buffers = self._sent.popleft()
         try:
             if not child.ready:
@@ -270,11 +287,23 @@ class EditProcess:
             CONSOLE.log("igs2gs: background compile skipped")
 
 
+def _edits_within(child: _Child, timeout: float) -> bool:
+    """Whether the child's next edits (after its "ready", the first time) came within `timeout`, or the child is
+    gone; what was read is kept for `_receive`."""
+    deadline = time.monotonic() + timeout
+    while len(child.kept) < (1 if child.ready else 2):
+        try:
+            child.kept.append(child.results.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            return not child.process.is_alive()  # a child that is gone: `_receive` says so
+    return True
+
+
 def _receive(child: _Child) -> Any:
     """The child's next message; raises the error it sent, or EditProcessError when it is gone."""
     while True:
         try:
-            ok, value, trace = child.results.get(timeout=_POLL_S)
+            ok, value, trace = child.kept.popleft() if child.kept else child.results.get(timeout=_POLL_S)
         except queue.Empty:
             if not child.process.is_alive():
                 raise EditProcessError(

@@ -24,6 +24,8 @@ from igs2gs.edit_streams import wait_until_ready
 from igs2gs.editor import EditSettings
 
 _STOP = object()
+RECEIVE_POLL_S = 0.02
+"""How long the worker waits at a time for a `PolledEdits` batch before it looks for a newly submitted one."""
 
 
 @dataclass
@@ -70,6 +72,19 @@ class PipelinedEdits(Protocol):
 
     def receive(self) -> List[Optional[Tensor]]:
         """Wait for the oldest batch sent and not yet received: one image or None per job, or its error."""
+
+
+@runtime_checkable
+class PolledEdits(PipelinedEdits, Protocol):
+    """A `PipelinedEdits` that says when it has room for another batch and can be waited for with a timeout, so the
+    worker sends a batch submitted meanwhile instead of waiting for an older one first. An edit process whose compiled
+    child takes over (`edit_process.py`) has room there while its uncompiled child still edits older batches."""
+
+    def can_send(self, in_flight: int) -> bool:
+        """Whether a batch sent now would wait behind fewer than `in_flight` batches."""
+
+    def receive(self, timeout: Optional[float] = None) -> Optional[List[Optional[Tensor]]]:  # type: ignore[override]
+        """As `PipelinedEdits.receive`; with `timeout`, None when the oldest batch's edits have not come by then."""
 
 
 class EditWorker:
@@ -199,12 +214,16 @@ class EditWorker:
             self._results.put(EditResult(job, error=error, seconds=seconds / len(jobs), batch_seconds=seconds))
 
     def _serve_pipelined(self, edit: PipelinedEdits) -> None:
-        """Send each batch as soon as it is submitted (up to `in_flight` batches ahead), receive them in order."""
+        """Send each batch as soon as it is submitted (up to `in_flight` batches ahead, or while a `PolledEdits` has
+        room), receive them in order. A `PolledEdits` is waited for `RECEIVE_POLL_S` at a time, so that a batch
+        submitted meanwhile goes out while an older one is still being edited."""
         sent: Deque[Tuple[List[EditJob], float]] = collections.deque()
+        polled = isinstance(edit, PolledEdits)
         stopping = False
         last = time.perf_counter()
         while sent or not stopping:
-            if not stopping and len(sent) < self.in_flight:
+            room = not sent or (edit.can_send(self.in_flight) if polled else len(sent) < self.in_flight)
+            if not stopping and room:
                 batch = self._next_batch(block=not sent)
                 if batch:
                     jobs = [job for job in batch if job is not _STOP]
@@ -218,13 +237,17 @@ class EditWorker:
                         except BaseException as error:  # noqa: BLE001 (handed to the training thread)
                             self._put_error(jobs, error, 0.0)
                     continue
-            jobs, sent_at = sent.popleft()
+            jobs, sent_at = sent[0]
             started = max(sent_at, last)  # from when the editor finished the batch before: this one's own time
             try:
-                images = edit.receive()
+                images = edit.receive(timeout=RECEIVE_POLL_S) if polled else edit.receive()
+                if images is None:
+                    continue  # not yet: a batch submitted meanwhile may go out first
+                sent.popleft()
                 last = time.perf_counter()
                 self._put_results(jobs, images, last - started)
             except BaseException as error:  # noqa: BLE001
+                sent.popleft()
                 last = time.perf_counter()
                 self._put_error(jobs, error, last - started)
 

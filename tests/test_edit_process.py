@@ -439,3 +439,57 @@ def test_the_editor_options_hold_what_the_child_reads():
     names = {option.name for option in fields(EditorOptions)}
     assert {"ip2p_model", "ip2p_compile", "ip2p_compile_cache", "edit_max_side", "ip2p_fast_kernels"} <= names
     assert all(getattr(options, name) == getattr(config, name) for name in names)
+
+
+class SlowEditor(InvertEditor):
+    def edit(self, renders, originals, settings, generator=None):
+        time.sleep(0.5)
+        return super().edit(renders, originals, settings, generator)
+
+
+def slow_editor(config, device):
+    return SlowEditor()
+
+
+def test_receive_with_a_timeout_returns_none_until_the_edits_come_and_keeps_them():
+    with _process(slow_editor) as process:
+        process.send(_jobs([0, 1]))
+        assert process.receive(timeout=0.01) is None, "the child is still building or editing"
+        images = None
+        while images is None:
+            images = process.receive(timeout=0.05)
+        assert len(images) == 2
+        process.send(_jobs([2]))
+        assert process.receive(timeout=0.01) is None
+        assert len(process.receive()) == 1, "a plain receive takes what a timed-out one read meanwhile"
+
+
+def test_the_compiled_child_has_room_while_the_uncompiled_one_still_edits():
+    with _process(slowly_compiled_editor, config=COMPILING, compile_ahead=True) as process:
+        assert process.can_send(2)
+        process.send(_jobs([0]))
+        assert not process.can_send(2), "while compiling, the uncompiled child gets one batch at a time"
+        _wait_until(lambda: process.compiled)
+        assert process.can_send(2), "the compiled child's own batches count, not the uncompiled child's"
+        process.send(_jobs([1]))
+        process.send(_jobs([2]))
+        assert not process.can_send(2)
+        flags = [[image[0, 1, 0, 0].item() for image in process.receive()] for _ in range(3)]
+        assert flags == [[0.0], [1.0], [1.0]]
+
+
+def test_without_a_compile_the_child_takes_in_flight_batches():
+    with _process(slow_editor) as process:
+        process.send(_jobs([0]))
+        assert process.can_send(2)
+        process.send(_jobs([1]))
+        assert not process.can_send(2)
+        assert [len(process.receive()) for _ in range(2)] == [1, 1]
+
+
+def test_a_failed_compile_gives_the_uncompiled_child_its_batches_back():
+    with _process(uncompilable_editor, config=COMPILING, compile_ahead=True) as process:
+        _wait_until(lambda: not process._compiler.process.is_alive())
+        process.send(_jobs([0]))
+        assert process.can_send(2)
+        assert len(process.receive()) == 1

@@ -222,3 +222,46 @@ def test_closing_a_pipelined_worker_collects_what_was_sent():
     sent = [view for batch in editor.sent for view in batch]
     assert len(sent) >= 2 and editor.in_flight == [], "what was sent was received"
     assert [r.job.view for r in worker.poll()] == sent and worker.pending == 0, "queued jobs were dropped"
+
+
+class PolledDoubler(PipelinedDoubler):
+    """A `PolledEdits` stand-in: as PipelinedDoubler, with room for `room` batches, and a `receive` that returns None
+    while `gate` is closed and a timeout is given."""
+
+    def __init__(self, room: int = 2):
+        super().__init__()
+        self.room = room
+        self.submitted.set()
+
+    def can_send(self, in_flight):
+        return len(self.in_flight) < min(in_flight, self.room)
+
+    def receive(self, timeout=None):
+        if not self.gate.wait(timeout if timeout is not None else 10):
+            return None
+        return super().receive()
+
+
+def test_a_polled_editor_gets_a_batch_submitted_while_an_older_one_is_edited():
+    editor = PolledDoubler()
+    with EditWorker(editor, max_pending=8, in_flight=2) as worker:
+        worker.submit(job(0))
+        time.sleep(0.2)
+        worker.submit(job(1))  # the worker is waiting for batch 0 by now
+        time.sleep(0.2)
+        assert editor.sent == [[0], [1]], "sent before batch 0 came back"
+        editor.gate.set()
+        results = worker.wait()
+    assert [r.job.view for r in results] == [0, 1] and all(r.error is None for r in results)
+
+
+def test_a_polled_editor_decides_how_many_batches_go_ahead():
+    editor = PolledDoubler(room=1)
+    with EditWorker(editor, max_pending=8, in_flight=2) as worker:
+        for view in range(4):
+            worker.submit(job(view))
+        time.sleep(0.2)
+        assert editor.sent == [[0]], "its room, not the worker's in_flight"
+        editor.gate.set()
+        assert [r.job.view for r in worker.wait()] == [0, 1, 2, 3]
+    assert editor.most_in_flight == 1
