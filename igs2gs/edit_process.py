@@ -26,7 +26,10 @@ edits (a blocking queue read, which releases the GIL).
   (shared_batches.py); edits come back the same way, one [1, 3, h, w] image or None (discarded by the child's edit
   guard) per job. The edit worker sends the next batch while the child edits one (`send` / `receive`), so the child
   does not wait for the round trip between two batches; a child that was taken over from stops once its last edits
-  were received, since it hands them over.
+  were received, since it hands them over. The worker polls `receive` and asks `can_send` (`edit_worker.PolledEdits`):
+  the compiled child gets its batches as soon as it is ready, whatever the uncompiled one still edits, and while the
+  compile runs the uncompiled child holds one batch at a time, so none is queued there when the compiled one is
+  ready.
   Each editing child says at its end where its time went per view: editing, receiving the batches, waiting for them.
 - The child's errors come back with their traceback and are raised on the worker thread as the editor's
   own would be; a child that dies is reported with its exit code (`EditProcessError`). A compile that fails
