@@ -167,6 +167,11 @@ class EditProcess:
         return self._compile_status.value == _COMPILED
 
     @property
+    def _takes_over_next(self) -> bool:
+        """Whether the compiling child is compiled but does not edit yet: it takes the next batch sent."""
+        return self._compiler is not None and self.compiled
+
+    @property
     def alive(self) -> bool:
         return self._child.process.is_alive()
 
@@ -177,7 +182,7 @@ class EditProcess:
 
     def send(self, jobs: List[EditJob]) -> None:
         """Queue `jobs` (their renders must be ready): the child edits them after the batches sent before."""
-        if self._compiler is not None and self.compiled:
+        if self._takes_over_next:
             self._hand_over()
         if self._closed:
             raise EditProcessError("the edit process was closed")
@@ -192,7 +197,7 @@ class EditProcess:
         compiled child's own batches once it is ready to take over, whatever the uncompiled one still edits. While
         the compile runs, the uncompiled child is sent one batch at a time, so the compiled child gets the next batch
         as soon as it is ready instead of a batch queued behind an uncompiled one (`edit_worker.PolledEdits`)."""
-        if self._compiler is not None and self.compiled:
+        if self._takes_over_next:
             target, limit = self._compiler, in_flight
         else:
             compiling = self._compiler is not None and self._compiler.process.is_alive()
@@ -544,7 +549,7 @@ def _use_device(device: str) -> None:
 def _warm_up(editor: Any, plan: Tuple[List[Tuple[int, int]], int, EditSettings], device: str) -> None:
     """Warm the editor up for the plan's sizes (editor_warm_up.py): a compiling editor compiles there; an eager one
     on a GPU loads its kernels while the training process is still starting, instead of in the first batch."""
-    from igs2gs.editor_warm_up import warm_up_editor
+    from igs2gs.editor_warm_up import builds_editor_ahead, warm_up_editor
 
     sizes, batch_size, settings = plan
-    warm_up_editor(editor, sizes, batch_size, settings, device, eager=torch.device(device).type == "cuda")
+    warm_up_editor(editor, sizes, batch_size, settings, device, eager=builds_editor_ahead(device))
