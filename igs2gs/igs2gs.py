@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Type
+from typing import Dict, List, Tuple, Type
 
+import numpy as np
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.engine.optimizers import Optimizers
@@ -13,6 +14,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from igs2gs.graphed_lpips import GraphedLPIPS
 from igs2gs.optimizer_binding import rebind_optimizers
+from igs2gs.torchmetrics_imports import torchmetrics_without_transformers
 from igs2gs.train_speed import loss_without_ssim, train_psnr, use_fused_adam
 
 
@@ -45,9 +47,24 @@ class IGS2GSModel(SplatfactoModel):
     config: IGS2GSModelConfig
 
     def populate_modules(self):
-        super().populate_modules()
+        with torchmetrics_without_transformers():  # splatfacto imports its metrics here (torchmetrics_imports.py)
+            super().populate_modules()
         # Call the metric's network, not the metric: the metric accumulates scores (and their graphs).
         self.graphed_lpips = GraphedLPIPS(lambda pred, gt: self.lpips.net(pred, gt, normalize=True).mean())
+
+    def k_nearest_sklearn(self, x: torch.Tensor, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Placeholder neighbours for the seed Gaussians: `k` distances per point [N, k], all the mean spacing of N
+        points spread evenly over their bounding box, and no indices (-1).
+
+        splatfacto sets its seed Gaussians' first scales from their nearest neighbours, found with scikit-learn:
+        1.7 s of a bear run's start on the lent GPU machine (34k points, with the import). igs2gs always continues
+        from a checkpoint whose Gaussians replace the seeds (the trainer refuses to start without one; `ns-viewer`,
+        `ns-render` and `ns-export` load one), so their scales are never used.
+        """
+        count = x.shape[0]
+        extent = (x.detach().amax(dim=0) - x.detach().amin(dim=0)).clamp_min(1e-6) if count else torch.ones(3)
+        spacing = float((extent.double().prod() / max(count, 1)) ** (1 / 3))
+        return np.full((count, k), spacing, dtype=np.float32), np.full((count, k), -1, dtype=np.int64)
 
     def capture_lpips_graphs(self, sizes) -> None:
         """Capture the LPIPS loss for the training images' (height, width) sizes (CUDA; see graphed_lpips.py)."""

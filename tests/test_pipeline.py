@@ -8,6 +8,7 @@ schedule, and the means learning rate is the one chosen for editing.
 from __future__ import annotations
 
 import copy
+import sys
 from typing import List, Optional
 
 import numpy as np
@@ -17,6 +18,7 @@ from nerfstudio.models.splatfacto import SplatfactoModel
 from PIL import Image
 
 from igs2gs.editor import EditSettings
+from igs2gs.igs2gs import IGS2GSModel
 from igs2gs.igs2gs_config import MEANS_LR, igs2gs_method
 from igs2gs.igs2gs_pipeline import IGS2GSPipeline, edit_seed
 from igs2gs.optimizer_binding import optimizers_hold
@@ -81,6 +83,27 @@ def test_optimizers_hold_the_loaded_gaussians_and_training_changes_them(trainer,
     for name in ("means", "features_dc", "opacities", "scales"):
         after = model.gauss_params[name].detach()
         assert after.shape != before[name].shape or not torch.equal(after, before[name]), f"{name} unchanged"
+
+
+def test_the_loaded_checkpoint_replaces_the_seeds_built_without_a_neighbour_search(
+    splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "sklearn.neighbors", None)  # splatfacto's own search would import it
+    trainer = make_trainer(splatfacto_run, tmp_path)
+    checkpoint = splatfacto_run["checkpoint"]["pipeline"]
+    model = trainer.pipeline.model
+    for name in GAUSSIANS:
+        assert torch.equal(model.gauss_params[name].detach(), checkpoint[f"_model.gauss_params.{name}"])
+
+
+def test_seed_neighbours_are_the_mean_spacing_of_the_seeds_bounding_box(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.neighbors", None)
+    seeds = torch.rand(1000, 3) * 2.0
+    seeds[0], seeds[1] = torch.zeros(3), torch.full((3,), 2.0)
+    distances, indices = IGS2GSModel.k_nearest_sklearn(None, seeds, 3)  # type: ignore[arg-type]
+    assert distances.shape == indices.shape == (1000, 3) and distances.dtype == np.float32
+    assert np.allclose(distances, 0.2) and (indices == -1).all()
+    assert IGS2GSModel.k_nearest_sklearn(None, seeds[:0], 3)[0].shape == (0, 3)  # type: ignore[arg-type]
 
 
 def test_without_rebinding_the_optimizers_hold_dead_tensors(splatfacto_run, tmp_path, random_lpips_backbones):

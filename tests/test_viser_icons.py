@@ -1,0 +1,49 @@
+"""viser's icons are read through one index of its archive (igs2gs/viser_icons.py)."""
+
+from __future__ import annotations
+
+import tarfile
+
+import viser._gui_api
+import viser._gui_handles
+import viser._icons
+
+from igs2gs import viser_icons
+from igs2gs.trainer_config import IGS2GSTrainer
+
+ICONS = ("folder", "player-play", "camera", "device-floppy", "video")
+
+
+def test_icons_read_through_the_index_are_viser_own_and_the_archive_is_scanned_once(monkeypatch):
+    original = viser._icons.svg_from_icon
+    expected = {name: original(name) for name in ICONS}
+    for module in (viser._icons, viser._gui_api, viser._gui_handles):
+        monkeypatch.setattr(module, "svg_from_icon", original)
+    viser_icons._index.cache_clear()
+    scans = []
+    real_getmembers = tarfile.TarFile.getmembers
+    monkeypatch.setattr(tarfile.TarFile, "getmembers", lambda tar: scans.append(tar.name) or real_getmembers(tar))
+
+    viser_icons.read_viser_icons_once()
+
+    assert viser._gui_api.svg_from_icon is viser._gui_handles.svg_from_icon is viser._icons.svg_from_icon
+    assert viser._gui_api.svg_from_icon is not original
+    read = {name: viser._gui_api.svg_from_icon(name) for name in ICONS * 2}
+    assert read == expected and all(text.lstrip().startswith("<svg") for text in read.values())
+    assert len(scans) == 1  # viser's own function scans the archive once per icon
+
+
+def test_the_change_is_made_once_and_the_trainer_makes_it_before_nerfstudio_setup(monkeypatch):
+    original = viser._icons.svg_from_icon
+    for module in (viser._icons, viser._gui_api, viser._gui_handles):
+        monkeypatch.setattr(module, "svg_from_icon", original)
+    order = []
+    monkeypatch.setattr(
+        "nerfstudio.engine.trainer.Trainer.setup",
+        lambda trainer, test_mode="val": order.append(("nerfstudio setup", viser._gui_api.svg_from_icon)),
+    )
+    IGS2GSTrainer.setup(object.__new__(IGS2GSTrainer))
+    ((what, used),) = order
+    assert what == "nerfstudio setup" and used is not original
+    viser_icons.read_viser_icons_once()
+    assert viser._gui_api.svg_from_icon is used
