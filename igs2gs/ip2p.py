@@ -270,10 +270,17 @@ class InstructPix2PixEditor:
         return saved_compile.SavedCompile(method, name, saved_folder, context, piece)
 
     def _compile_context(self) -> str:
-        """What the compiled pieces depend on beyond their inputs: the modules' classes and tensors' layouts, the
-        dtype, memory format and attention backends (the key of a saved piece, saved_compile.py)."""
+        """What the compiled pieces depend on beyond their inputs: the modules' classes, configs and tensors'
+        layouts, the UNet's attention processors, the dtype, memory format and attention backends (the key of a saved
+        piece, saved_compile.py)."""
         settings = f"dtype {self.dtype}, memory format {self._memory_format}, attention {self._attention_backends}"
-        return f"{settings}\n{saved_compile.modules_digest(self.unet, self.vae)}"
+        configs = "\n".join(
+            f"{name} {[(k, v) for k, v in module.config.items() if not k.startswith('_')]}"  # not its folder's path
+            for name, module in (("unet", self.unet), ("vae", self.vae))
+        )
+        processors = sorted({type(p).__qualname__ for p in getattr(self.unet, "attn_processors", {}).values()})
+        digest = saved_compile.modules_digest(self.unet, self.vae)
+        return f"{settings}\n{configs}\nattention processors {processors}\n{digest}"
 
     def _compiled_pieces(self) -> list[Union[ip2p_speed.CompiledThenRunOnly, saved_compile.SavedCompile]]:
         pieces = (self._step, self._encode, self._decode)

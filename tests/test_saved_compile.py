@@ -85,6 +85,7 @@ def test_a_fresh_process_loads_the_saved_step_without_tracing(tmp_path: Path) ->
     out = step(*args)
     assert step.failures == [] and len(step.saved) == 1 and fallback.calls == 0
     assert (tmp_path / step.saved[0]).stat().st_size > 0
+    assert b"TENSOR_MATCH" not in (tmp_path / step.saved[0]).read_bytes(), "the piece was saved with dynamo's guards"
     torch.testing.assert_close(out, editor.denoise_step(*args), atol=1e-4, rtol=1e-4)
 
     done = subprocess.run(
@@ -148,6 +149,16 @@ def test_the_key_follows_inputs_modules_and_code_but_not_weight_values(
     assert step.key((*args[:-1], 1.0)) != key  # another constant
     assert step.key((args[0].to(memory_format=torch.channels_last), *args[1:])) != key  # other strides
     assert saved_compile.describe(torch.zeros(1, device="meta")) != saved_compile.describe(torch.zeros(1))
+
+    with torch.no_grad():
+        assert step.key(args) != key  # another global state (dynamo's global-state guard checked grad mode)
+
+    context = editor._compile_context()
+    editor.unet.register_to_config(norm_eps=1e-3)  # a setting that changes no tensor's layout
+    assert editor._compile_context() != context
+    editor.unet.register_to_config(_name_or_path="/another/folder")  # where the model was read from does not count
+    editor.unet.register_to_config(norm_eps=1e-5)
+    assert editor._compile_context() == context
 
     digest = modules_digest(editor.unet, editor.vae)
     with torch.no_grad():
