@@ -215,7 +215,8 @@ fi
 du -sh $CACHE/torchinductor 2>/dev/null | tee -a "$OUT/run.log"
 ls -la $CACHE/torchinductor/igs2gs-saved 2>/dev/null | tail -12 | tee -a "$OUT/run.log"  # the saved compiled pieces
 # Triton's autotuning results kept for later processes (the saved pieces' first calls look them up)
-echo "autotune results kept: $(find $CACHE -name '*.best_config' 2>/dev/null | wc -l)" | tee -a "$OUT/run.log"
+echo "autotune results kept: $(find $CACHE -name '*.best_config' 2>/dev/null | wc -l) in $CACHE," \
+  "$(find /tmp ~ -xdev -name '*.best_config' 2>/dev/null | wc -l) under /tmp and ~" | tee -a "$OUT/run.log"
 tar czf /tmp/inductor.tar.gz -C $CACHE torchinductor 2>/dev/null && [ "$(stat -c %s /tmp/inductor.tar.gz)" -lt 16000000 ] \
   && cp /tmp/inductor.tar.gz "$OUT/" && echo "compile cache saved ($(stat -c %s /tmp/inductor.tar.gz) bytes)" | tee -a "$OUT/run.log"
 # at most 8 files come back from $OUT: beyond that, all but run.log travel in one bundle.tgz

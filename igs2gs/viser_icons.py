@@ -49,6 +49,7 @@ def read_viser_icons_once() -> None:
         return read_icon(archive, icon_name)
 
     svg_from_icon._igs2gs_indexed = True  # type: ignore[attr-defined]
+    svg_from_icon.__wrapped__ = original  # type: ignore[attr-defined]  # viser's own, as functools.wraps keeps it
     for module in (icons, viser._gui_api, viser._gui_handles):  # the GUI modules import it by name
         if getattr(module, "svg_from_icon", None) is original:
             module.svg_from_icon = svg_from_icon  # type: ignore[attr-defined]

@@ -14,8 +14,14 @@ from igs2gs.trainer_config import IGS2GSTrainer
 ICONS = ("folder", "player-play", "camera", "device-floppy", "video")
 
 
+def viser_own() -> object:
+    """viser's `svg_from_icon`, also after another test's trainer changed it."""
+    current = viser._icons.svg_from_icon
+    return getattr(current, "__wrapped__", current)
+
+
 def test_icons_read_through_the_index_are_viser_own_and_the_archive_is_scanned_once(monkeypatch):
-    original = viser._icons.svg_from_icon
+    original = viser_own()
     expected = {name: original(name) for name in ICONS}
     for module in (viser._icons, viser._gui_api, viser._gui_handles):
         monkeypatch.setattr(module, "svg_from_icon", original)
@@ -34,7 +40,7 @@ def test_icons_read_through_the_index_are_viser_own_and_the_archive_is_scanned_o
 
 
 def test_the_change_is_made_once_and_the_trainer_makes_it_before_nerfstudio_setup(monkeypatch):
-    original = viser._icons.svg_from_icon
+    original = viser_own()
     for module in (viser._icons, viser._gui_api, viser._gui_handles):
         monkeypatch.setattr(module, "svg_from_icon", original)
     order = []
