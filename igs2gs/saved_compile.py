@@ -6,11 +6,12 @@ torch.compile's caches keep inductor's kernels between runs, but each new proces
 graphs with their guards. A fresh process loads them onto its own module, whose weights the graphs read at each call:
 about 1 s for the tiny test model on a CPU.
 
-A saved piece keeps none of dynamo's guards: each saved piece is keyed by everything they stood for (torch's and
-diffusers' versions, the device, this package's source, the editor's modules, their configs and tensors (names,
-classes, shapes, dtypes, strides), its attention processors, the global state dynamo guards, and the exact inputs),
-and a call runs the piece of its key. Rebuilding the guards of InstructPix2Pix's step took 2.3 s of its 3.1 s load in
-py-spy samples on the lent GPU machine (keeping those that serialise), and they made up 40 % of a tiny model's file.
+A saved piece keeps none of dynamo's guards. Its key stands for everything they checked: torch's and diffusers'
+versions, the device, this package's source, the editor's modules (classes, configs, attention processors, and the
+tensors' names, shapes, dtypes and strides), dynamo's global state and the exact inputs; a call runs the piece of its
+key. Rebuilding the guards of InstructPix2Pix's step took 2.3 s of its 3.1 s load on the lent GPU machine (py-spy);
+without them the load took 1.4 s (benchmarks/RESULTS.md, "Nineteenth session").
+
 Anything that fails (a torch without the API, a graph that does not serialise, a file that does not load) falls back
 to torch.compile as before.
 """
@@ -163,7 +164,7 @@ class SavedCompile:
         try:
             return piece(*args)
         except RuntimeError as error:
-            if "GuardManager check failed" not in str(error):
+            if "GuardManager check failed" not in str(error):  # guards a torch kept despite the filter
                 raise
             self.failures.append(f"{self.name}: a saved piece's guards failed ({error}); using torch.compile")
             self._pieces[key] = None
