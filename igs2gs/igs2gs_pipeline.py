@@ -37,6 +37,7 @@ from igs2gs.run_keeper import RunKeeper
 from igs2gs.run_state import split_run_state
 from igs2gs.validation import announce_input_warnings, check_pipeline_options
 from igs2gs.viewer_controls import EditControls
+from igs2gs.viser_icons import read_viser_icons_once
 
 ROUND_KEY = "igs2gs_round"
 """Checkpoint key of the round state: int64 [active, cursor, rounds_started]."""
@@ -157,6 +158,7 @@ class IGS2GSPipeline(VanillaPipeline):
         local_rank: int = 0,
         grad_scaler: Optional[GradScaler] = None,
     ):
+        read_viser_icons_once()  # before nerfstudio builds the viewer, in ns-train and ns-viewer (viser_icons.py)
         if test_mode == "val":  # only edits use these options; viewing and exporting never edit
             check_pipeline_options(config)
         background = test_mode == "val" and edits_in_background(device, config.ip2p_device, config.overlap_edits)

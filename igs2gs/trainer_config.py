@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Mapping, Type
+from typing import Any, Mapping, Type
 
 import torch
 from nerfstudio.engine.optimizers import Optimizers
@@ -33,21 +33,15 @@ from igs2gs.grouped_adam import GroupedOptimizers
 from igs2gs.run_state import decode_run_state
 from igs2gs.validation import check_data, check_device_exists
 from igs2gs.viewer_thumbnails import ThumbnailDataset
-from igs2gs.viser_icons import read_viser_icons_once
 
 
 class IGS2GSTrainer(Trainer):
     """nerfstudio's trainer, with checkpoints written on a thread of their own (checkpoint_writer.py) and the viewer's
-    camera thumbnails made from the cached photos (viewer_thumbnails.py), its panels' icons read from one index
-    of viser's archive (viser_icons.py). When training
+    camera thumbnails made from the cached photos (viewer_thumbnails.py). When training
     stops, at its end, by Ctrl-C or by an error, the checkpoint in flight and the edit journal's queued writes
     (background_journal.py) are done before `train` returns or raises; at its end, the edit processes have exited
     too (they exit while the last checkpoint is saved). The Gaussians' fused Adams step in one pass
     (grouped_adam.py)."""
-
-    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
-        read_viser_icons_once()  # nerfstudio's setup builds the viewer's panels (viser_icons.py)
-        super().setup(test_mode)
 
     @cached_property
     def checkpoint_writer(self) -> CheckpointWriter:

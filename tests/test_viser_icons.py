@@ -9,7 +9,7 @@ import viser._gui_handles
 import viser._icons
 
 from igs2gs import viser_icons
-from igs2gs.trainer_config import IGS2GSTrainer
+from tests.test_pipeline import make_trainer
 
 ICONS = ("folder", "player-play", "camera", "device-floppy", "video")
 
@@ -39,17 +39,14 @@ def test_icons_read_through_the_index_are_viser_own_and_the_archive_is_scanned_o
     assert len(scans) == 1  # viser's own function scans the archive once per icon
 
 
-def test_the_change_is_made_once_and_the_trainer_makes_it_before_nerfstudio_setup(monkeypatch):
+def test_a_pipeline_makes_the_change_once_before_nerfstudio_builds_a_viewer(
+    splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch
+):
     original = viser_own()
     for module in (viser._icons, viser._gui_api, viser._gui_handles):
         monkeypatch.setattr(module, "svg_from_icon", original)
-    order = []
-    monkeypatch.setattr(
-        "nerfstudio.engine.trainer.Trainer.setup",
-        lambda trainer, test_mode="val": order.append(("nerfstudio setup", viser._gui_api.svg_from_icon)),
-    )
-    IGS2GSTrainer.setup(object.__new__(IGS2GSTrainer))
-    ((what, used),) = order
-    assert what == "nerfstudio setup" and used is not original
+    make_trainer(splatfacto_run, tmp_path)  # nerfstudio builds the pipeline before any viewer (also in ns-viewer)
+    changed = viser._gui_api.svg_from_icon
+    assert changed is not original and changed.__wrapped__ is original  # type: ignore[attr-defined]
     viser_icons.read_viser_icons_once()
-    assert viser._gui_api.svg_from_icon is used
+    assert viser._gui_api.svg_from_icon is changed
