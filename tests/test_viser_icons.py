@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import tarfile
+from typing import Callable
 
+import pytest
 import viser._gui_api
 import viser._gui_handles
 import viser._icons
@@ -14,17 +16,20 @@ from tests.test_pipeline import make_trainer
 ICONS = ("folder", "player-play", "camera", "device-floppy", "video")
 
 
-def viser_own() -> object:
-    """viser's `svg_from_icon`, also after another test's trainer changed it."""
+@pytest.fixture
+def viser_as_shipped(monkeypatch) -> Callable[[str], str]:
+    """viser's own `svg_from_icon` (also after another test's trainer changed it), put back in each module that
+    holds it for this test; returns it."""
     current = viser._icons.svg_from_icon
-    return getattr(current, "__wrapped__", current)
-
-
-def test_icons_read_through_the_index_are_viser_own_and_the_archive_is_scanned_once(monkeypatch):
-    original = viser_own()
-    expected = {name: original(name) for name in ICONS}
+    original = getattr(current, "__wrapped__", current)
     for module in (viser._icons, viser._gui_api, viser._gui_handles):
         monkeypatch.setattr(module, "svg_from_icon", original)
+    return original
+
+
+def test_icons_read_through_the_index_are_viser_own_and_the_archive_is_scanned_once(viser_as_shipped, monkeypatch):
+    original = viser_as_shipped
+    expected = {name: original(name) for name in ICONS}
     viser_icons._index.cache_clear()
     scans = []
     real_getmembers = tarfile.TarFile.getmembers
@@ -40,11 +45,9 @@ def test_icons_read_through_the_index_are_viser_own_and_the_archive_is_scanned_o
 
 
 def test_a_pipeline_makes_the_change_once_before_nerfstudio_builds_a_viewer(
-    splatfacto_run, tmp_path, random_lpips_backbones, monkeypatch
+    splatfacto_run, tmp_path, random_lpips_backbones, viser_as_shipped
 ):
-    original = viser_own()
-    for module in (viser._icons, viser._gui_api, viser._gui_handles):
-        monkeypatch.setattr(module, "svg_from_icon", original)
+    original = viser_as_shipped
     make_trainer(splatfacto_run, tmp_path)  # nerfstudio builds the pipeline before any viewer (also in ns-viewer)
     changed = viser._gui_api.svg_from_icon
     assert changed is not original and changed.__wrapped__ is original  # type: ignore[attr-defined]
