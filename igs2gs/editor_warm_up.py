@@ -12,6 +12,10 @@ accelerate patches `nn.Module.register_parameter` to build models on the meta de
 tracing patches every module call. A thread that loaded the editor while the trainer set up made gsplat fail
 with "expected scalar type Float but found Half" (H200, bench_e2e.py), and one that compiled broke
 splatfacto's compiled `get_viewmat` ("using FX to symbolically trace a dynamo-optimized function").
+
+A later run whose compiled pieces were all kept whole (saved_compile.py) skips the warm-up: the pieces load at their
+first call, in the first round's edits. Loading them builds no module and traces nothing, so it meets none of those
+hazards, and training starts 5-6 s sooner.
 """
 
 from __future__ import annotations
@@ -59,10 +63,17 @@ def warm_up_editor(
     settings: EditSettings,
     device: Any,
     eager: bool = False,
-) -> None:
+    defer_saved: bool = False,
+) -> bool:
     """For an editor that compiles (its `compiling` is true): `warm_up_edit` at each edit size, with
     `WARM_UP_STEPS` denoising steps, then `stop_compiling`, so inputs it did not meet here run eagerly later
-    (ip2p_speed.CompiledThenRunOnly).
+    (ip2p_speed.CompiledThenRunOnly). The compiled pieces it met, when all were kept whole (saved_compile.py), are
+    recorded for later runs.
+
+    With `defer_saved`, an editor whose pieces for this plan an earlier run recorded is not warmed up: it stops
+    compiling at once, and each piece loads at its first call, in the first round's edits, while training goes on
+    (loading traces nothing, so it may run beside other threads; a one-GPU run's start-up spent 5-6 s loading and
+    first-calling them on an H200). Returns whether the warm-up was deferred so.
 
     An eager editor is warmed up only with `eager`, with `EAGER_WARM_UP_STEPS`: its first edit in a fresh process
     loads the kernels cuDNN and cuBLAS pick (8 views at 512 px on an H200: 6.3 s, against 1.7 s for the same call
@@ -71,16 +82,31 @@ def warm_up_editor(
     training, while a warm-up would add to the start-up of every run."""
     compiling = getattr(editor, "compiling", False)
     if not (compiling or eager):
-        return
+        return False
+    if compiling and defer_saved and getattr(editor, "saved_plan_ready", lambda *_: False)(sizes, batch_size):
+        editor.stop_compiling()
+        _log("igs2gs: the compiled editor's saved pieces load in the first edits, while training goes on")
+        editor.after_next_edit = lambda: _log_saved_compile_report(editor)
+        return True
     steps = WARM_UP_STEPS if compiling else EAGER_WARM_UP_STEPS
     settings = replace(settings, diffusion_steps=min(settings.diffusion_steps, steps))
     for size in sizes:
         warm_up_edit(editor, size, batch_size, settings, device)
     if not compiling:
-        return
+        return False
     editor.stop_compiling()
+    getattr(editor, "record_saved_plan", lambda *_: False)(sizes, batch_size)
+    _log_saved_compile_report(editor)
+    return False
+
+
+def _log_saved_compile_report(editor: ImageEditor) -> None:
     report = getattr(editor, "saved_compile_report", lambda: None)()
     if report:
-        from nerfstudio.utils.rich_utils import CONSOLE  # here: an edit process imports no more than it needs
+        _log(report)
 
-        CONSOLE.log(report)
+
+def _log(message: str) -> None:
+    from nerfstudio.utils.rich_utils import CONSOLE  # here: an edit process imports no more than it needs
+
+    CONSOLE.log(message)

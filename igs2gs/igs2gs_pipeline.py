@@ -189,7 +189,9 @@ class IGS2GSPipeline(VanillaPipeline):
                 for process in filter(None, (self.edit_process, self.helper_process)):
                     process.plan(*self.warm_up_plan(), self.edit_settings())
             elif builds_editor_ahead(editor_device):
-                warm_up_editor(self.editor, *self.warm_up_plan(), self.edit_settings(), editor_device)
+                plan = self.warm_up_plan()
+                if warm_up_editor(self.editor, *plan, self.edit_settings(), editor_device, defer_saved=True):
+                    compile_in_process()  # its saved pieces load without compiling: no pool of compile workers
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
         self.igs2gs = EditControls(config) if test_mode == "val" else None
         self.round_reporter = RoundReporter(config.gs_steps, status=self.igs2gs.show_status if self.igs2gs else None)

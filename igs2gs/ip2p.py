@@ -162,6 +162,8 @@ class InstructPix2PixEditor:
         self._qkv_fused = False
         self._attention_backends: Optional[list[Any]] = None
         self._offload_hooks: list[Any] = []
+        self.after_next_edit: Optional[Callable[[], None]] = None
+        """Called once, after the next edit returns (editor_warm_up.py reports the saved pieces' first load with it)."""
         self.pad_views_to = 0
         """Pad every batch to at least this many views (repeats of the last, dropped after denoising), so a
         compiled step sees one batch size and is not recompiled for a shorter last batch. 0: no padding."""
@@ -288,7 +290,7 @@ class InstructPix2PixEditor:
 
     def saved_compile_report(self) -> Optional[str]:
         """What the compiled pieces kept whole did (`enable_compile(saved=True)`): loaded, saved, failed."""
-        saved = [p for p in self._compiled_pieces() if isinstance(p, saved_compile.SavedCompile)]
+        saved = self._saved_pieces()
         if not saved:
             return None
         loaded, written = sum(len(p.loaded) for p in saved), sum(len(p.saved) for p in saved)
@@ -300,6 +302,23 @@ class InstructPix2PixEditor:
         if not saved_compile.supported():
             lines.append("igs2gs: this torch has no AOT compile of modules; the pieces use torch.compile as before")
         return "\n".join(lines + [failure for piece in saved for failure in piece.failures])
+
+    def _saved_pieces(self) -> list[saved_compile.SavedCompile]:
+        return [p for p in self._compiled_pieces() if isinstance(p, saved_compile.SavedCompile)]
+
+    @staticmethod
+    def _plan(sizes: Sequence[tuple[int, int]], batch_size: int) -> str:
+        return f"edit sizes {sorted(set(map(tuple, sizes)))}, batch {batch_size}"
+
+    def saved_plan_ready(self, sizes: Sequence[tuple[int, int]], batch_size: int) -> bool:
+        """Whether every piece an edit of these sizes and batch size calls was saved whole by an earlier run's
+        warm-up (`record_saved_plan`): the pieces then load at their first call, and nothing compiles."""
+        return saved_compile.plan_is_saved(self._saved_pieces(), self._plan(sizes, batch_size))
+
+    def record_saved_plan(self, sizes: Sequence[tuple[int, int]], batch_size: int) -> bool:
+        """After the warm-up edits of these sizes and batch size: record the saved pieces they met, for
+        `saved_plan_ready` in later runs. Returns whether it did (not when a piece fell back to torch.compile)."""
+        return saved_compile.record_plan(self._saved_pieces(), self._plan(sizes, batch_size))
 
     @property
     def compiling(self) -> bool:
@@ -586,7 +605,11 @@ class InstructPix2PixEditor:
                 latents = self._step(latents, condition, text, timesteps[k], guidance, factors[k], schedule.clip_sample)
 
         # 6. Decode the real views and map to [0, 1]
-        return self.decode_latents(latents[:batch]).to(renders.device)
+        edited = self.decode_latents(latents[:batch]).to(renders.device)
+        if self.after_next_edit is not None:
+            callback, self.after_next_edit = self.after_next_edit, None
+            callback()
+        return edited
 
 
 _FACTORS = ("sqrt_alpha", "sqrt_one_minus_alpha", "sqrt_alpha_prev", "sqrt_one_minus_alpha_prev")

@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -79,9 +79,14 @@ def prefer_sdpa_backends(backends: list[Any]) -> contextlib.AbstractContextManag
 
 def use_compile_cache(folder: Path) -> Path:
     """Keep inductor's compiled kernels (FX graph cache, Triton kernels) in `folder`, so a later run of the
-    same shapes loads them instead of compiling. TORCHINDUCTOR_CACHE_DIR, when set, wins. Returns the folder."""
+    same shapes loads them instead of compiling. TORCHINDUCTOR_CACHE_DIR, when the user set it, wins. Returns the
+    folder.
+
+    Importing torch._dynamo sets TORCHINDUCTOR_CACHE_DIR to inductor's default (/tmp/torchinductor_USER) in the
+    environment, so a value equal to that default is taken for torch's own, not the user's: until this was found,
+    every run kept its kernels and saved pieces there instead of in `folder`."""
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if current:
+    if current and os.path.abspath(current) != _torch_default_cache_dir():
         return Path(current)
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,6 +95,15 @@ def use_compile_cache(folder: Path) -> Path:
 
     inductor_config.fx_graph_cache = True
     return folder
+
+
+def _torch_default_cache_dir() -> Optional[str]:
+    """Inductor's default cache folder, or None where this torch does not say."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # pragma: no cover - the pinned torch has it
+        return None
+    return os.path.abspath(default_cache_dir())
 
 
 def compile_step(fn: Callable[..., Any], cuda_graphs: bool = False) -> "CompiledThenRunOnly":

@@ -22,7 +22,7 @@ import functools
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -132,6 +132,8 @@ class SavedCompile:
         """Time spent in the first call of each loaded piece, until it returned (on a GPU: its kernels queued)."""
         self.saved: list[str] = []
         self.failures: list[str] = []
+        self.fallback_keys: list[str] = []
+        """Keys of calls that ran `fallback` (no saved piece loaded or compiled for them)."""
 
     @property
     def compiling(self) -> bool:
@@ -157,6 +159,8 @@ class SavedCompile:
             if piece is None and self.compiling:
                 piece = self._compile_and_save(key, args)
             self._pieces[key] = piece
+            if piece is None:
+                self.fallback_keys.append(key)
         piece = self._pieces[key]
         if piece is None:
             return self.fallback(*args)
@@ -212,6 +216,40 @@ class SavedCompile:
         except OSError as error:
             self.failures.append(f"{self.name}: could not save the compiled piece ({error})")
         return compiled
+
+
+def plan_record(pieces: Sequence[SavedCompile], plan: str) -> Path:
+    """The file that lists the saved files an editor's warm-up edits met for `plan` (its edit sizes and batch size), in
+    the pieces' folder. Its name digests the plan, dynamo's global state and every piece's context, so a record of
+    other code, modules or settings is never found."""
+    text = "\n".join((plan, global_state(), *(piece._context for piece in pieces)))
+    return pieces[0].folder / f"plan-{hashlib.sha256(text.encode()).hexdigest()[:40]}.txt"
+
+
+def record_plan(pieces: Sequence[SavedCompile], plan: str) -> bool:
+    """After warm-up edits of `plan`: list the files its calls loaded or saved (`plan_record`), when every call had
+    one (no piece fell back or failed). Returns whether it wrote the record."""
+    names = [name for piece in pieces for name in (*piece.loaded, *piece.saved)]
+    if not names or any(piece.fallback_keys or piece.failures for piece in pieces):
+        return False
+    try:
+        write_atomically(plan_record(pieces, plan), lambda path: path.write_text("\n".join(names) + "\n"))
+    except OSError:
+        return False
+    return True
+
+
+def plan_is_saved(pieces: Sequence[SavedCompile], plan: str) -> bool:
+    """Whether an earlier warm-up of `plan` recorded its files (`record_plan`) and all of them are still there: the
+    pieces' calls for that plan load them, and compile nothing."""
+    if not pieces or not supported():
+        return False
+    record = plan_record(pieces, plan)
+    try:
+        names = record.read_text().split()
+    except OSError:
+        return False
+    return bool(names) and all((record.parent / name).is_file() for name in names)
 
 
 def environment_of(method: Callable[..., Any]) -> str:

@@ -8,6 +8,7 @@ import pickle
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -195,16 +196,69 @@ def saved_compile_edit(cache: Path, device: str) -> tuple[torch.Tensor, str]:
         editor.enable_fast_kernels(channels_last=True, group_norm=False)  # as configure_editor does with ip2p_compile
         editor.enable_compile(cache_dir=cache, saved=True)
     else:
-        folder, context = cache / saved_compile.FOLDER, editor._compile_context()
-        editor._step = editor._compiled(editor.denoise_step, "step", False, folder, context)
-        editor._encode = editor._compiled(editor._vae_encode, "vae_encode", False, folder, context)
-        editor._decode = editor._compiled(editor._vae_decode, "vae_decode", False, folder, context)
-    g = torch.Generator().manual_seed(0)
-    renders, originals = (torch.rand(2, 3, 64, 64, generator=g).to(device) for _ in range(2))
-    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
-    out = editor.edit(renders, originals, EditSettings(prompt="turn it blue", diffusion_steps=3), generator=generators)
+        compile_piece_by_piece(editor, cache)
+    out = fixed_edit(editor, EditSettings(prompt="turn it blue", diffusion_steps=3))
     editor.stop_compiling()
     return out, editor.saved_compile_report() or ""
+
+
+def compile_piece_by_piece(editor: Any, cache: Path) -> None:
+    """On the CPU, where `enable_compile` refuses: the tiny editor's three pieces kept whole in `cache`."""
+    folder, context = cache / saved_compile.FOLDER, editor._compile_context()
+    editor._step = editor._compiled(editor.denoise_step, "step", False, folder, context)
+    editor._encode = editor._compiled(editor._vae_encode, "vae_encode", False, folder, context)
+    editor._decode = editor._compiled(editor._vae_decode, "vae_decode", False, folder, context)
+
+
+@torch.no_grad()
+def fixed_edit(editor: Any, settings: Any) -> torch.Tensor:
+    """One 2-view edit of fixed 64 x 64 inputs."""
+    g = torch.Generator().manual_seed(0)
+    renders, originals = (torch.rand(2, 3, 64, 64, generator=g).to(editor.device) for _ in range(2))
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
+    return editor.edit(renders, originals, settings, generator=generators)
+
+
+def test_a_recorded_plan_skips_the_warm_up_and_its_pieces_load_in_the_first_edit_on_another_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from igs2gs import editor_warm_up
+    from igs2gs.editor import EditSettings
+
+    logged: list[str] = []
+    monkeypatch.setattr(editor_warm_up, "_log", logged.append)
+    settings, plan = EditSettings(prompt="turn it blue", diffusion_steps=3), ([(64, 64)], 2)
+    first = tiny_editor()
+    compile_piece_by_piece(first, tmp_path)
+    assert not first.saved_plan_ready(*plan)
+    assert not editor_warm_up.warm_up_editor(first, *plan, settings, "cpu", defer_saved=True)  # nothing saved yet
+    assert not first.compiling and first.saved_plan_ready(*plan)
+    assert not first.saved_plan_ready([(32, 32)], 2) and not first.saved_plan_ready([(64, 64)], 1)
+
+    later = tiny_editor()
+    compile_piece_by_piece(later, tmp_path)
+    assert editor_warm_up.warm_up_editor(later, *plan, settings, "cpu", defer_saved=True)
+    pieces = later._saved_pieces()
+    assert not later.compiling and [p.loaded for p in pieces] == [[], [], []], "a piece loaded before the first edit"
+    edits: list[torch.Tensor] = []
+    worker = threading.Thread(target=lambda: edits.append(fixed_edit(later, settings)))
+    worker.start()
+    worker.join()
+    assert [len(p.loaded) for p in pieces] == [1, 1, 1] and [p.fallback_keys for p in pieces] == [[], [], []]
+    assert saved_counts(logged[-1]) == (3, 0), logged  # reported once the first edit returned
+    torch.testing.assert_close(edits[0], fixed_edit(tiny_editor(), settings), atol=2e-3, rtol=0)
+
+    (pieces[0].folder / pieces[0].loaded[0]).unlink()
+    assert not later.saved_plan_ready(*plan), "a record whose files are gone counts as not saved"
+
+
+def test_a_plan_whose_pieces_fell_back_is_not_recorded(tmp_path: Path) -> None:
+    editor = tiny_editor()
+    step, fallback = saved_step(editor, tmp_path)
+    step.stop_compiling()  # nothing saved: the call falls back
+    step(*step_args(editor))
+    assert fallback.calls == 1 and step.fallback_keys == [step.key(step_args(editor))]
+    assert not saved_compile.record_plan([step], "plan") and not saved_compile.plan_is_saved([step], "plan")
 
 
 def saved_counts(report: str) -> tuple[int, int]:
@@ -273,3 +327,20 @@ def test_a_piece_saved_under_torch_2_11s_reduce_loads(tmp_path: Path, monkeypatc
     again, fallback = saved_step(editor, tmp_path)
     torch.testing.assert_close(again(*args), editor.denoise_step(*args), atol=1e-4, rtol=1e-4)
     assert again.failures == [] and again.loaded == step.saved and fallback.calls == 0
+
+
+def test_the_compile_cache_folder_wins_over_the_default_that_importing_dynamo_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch._dynamo  # noqa: F401 - sets TORCHINDUCTOR_CACHE_DIR to inductor's default in the environment
+    import torch._inductor.config as inductor_config
+    from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir
+
+    from igs2gs.ip2p_speed import use_compile_cache
+
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", inductor_config.fx_graph_cache)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    assert use_compile_cache(tmp_path / "ours") == tmp_path / "ours"
+    assert cache_dir() == str(tmp_path / "ours"), "inductor does not use the folder"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "the user's"))
+    assert use_compile_cache(tmp_path / "ours") == tmp_path / "the user's"
