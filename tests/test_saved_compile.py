@@ -338,9 +338,10 @@ def test_the_compile_cache_folder_wins_over_the_default_that_importing_dynamo_se
 
     from igs2gs.ip2p_speed import use_compile_cache
 
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", inductor_config.fx_graph_cache)
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
-    assert use_compile_cache(tmp_path / "ours") == tmp_path / "ours"
-    assert cache_dir() == str(tmp_path / "ours"), "inductor does not use the folder"
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "the user's"))
-    assert use_compile_cache(tmp_path / "ours") == tmp_path / "the user's"
+    # torch's own patch restores the flag that use_compile_cache sets (monkeypatch's undo would hide it)
+    with inductor_config.patch(fx_graph_cache=inductor_config.fx_graph_cache):
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+        assert use_compile_cache(tmp_path / "ours") == tmp_path / "ours"
+        assert cache_dir() == str(tmp_path / "ours"), "inductor does not use the folder"
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "the user's"))
+        assert use_compile_cache(tmp_path / "ours") == tmp_path / "the user's"
