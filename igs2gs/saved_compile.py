@@ -132,12 +132,15 @@ class SavedCompile:
         """Time spent in the first call of each loaded piece, until it returned (on a GPU: its kernels queued)."""
         self.saved: list[str] = []
         self.failures: list[str] = []
-        self.fallback_keys: list[str] = []
-        """Keys of calls that ran `fallback` (no saved piece loaded or compiled for them)."""
 
     @property
     def compiling(self) -> bool:
         return self.fallback.compiling
+
+    @property
+    def fallback_keys(self) -> list[str]:
+        """Keys of calls that run `fallback` (no saved piece loaded or compiled for them, or its guards failed)."""
+        return [key for key, piece in self._pieces.items() if piece is None]
 
     def stop_compiling(self) -> None:
         """From now on, load saved pieces but compile nothing new (see `CompiledThenRunOnly`)."""
@@ -159,8 +162,6 @@ class SavedCompile:
             if piece is None and self.compiling:
                 piece = self._compile_and_save(key, args)
             self._pieces[key] = piece
-            if piece is None:
-                self.fallback_keys.append(key)
         piece = self._pieces[key]
         if piece is None:
             return self.fallback(*args)
