@@ -133,6 +133,10 @@ VARIANTS = {
                 note="16 views per call, torch.compile, cuDNN autotuner"),
         Variant("batch8-step-freezing", views=8, compile=True, compile_vae=False, inductor={"freezing": True},
                 note="8 views per call, the denoising step compiled with the weights frozen as constants, VAE eager"),
+        Variant("batch16-compiled-freezing", views=16, compile=True, inductor={"freezing": True},
+                note="16 views per call, torch.compile with the weights frozen as constants"),
+        Variant("batch16-compiled-fixed-rblock", views=16, compile=True, inductor={"dynamic_scale_rblock": False},
+                note="16 views per call, torch.compile without inductor's load-time halving of reduction blocks"),
         Variant("batch8-autotune-gemm", views=8, compile=True, compile_vae=False, inductor=MAX_AUTOTUNE_GEMM,
                 note="8 views per call, the denoising step compiled with max-autotune for its matmuls only, VAE eager"),
     ]
@@ -265,6 +269,7 @@ def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repe
     peak = peak_gib()
     tflop = count_tflop(editor, variant, size)
     pieces = breakdown(editor, variant.views, size) if variant.name in BREAKDOWN else {}
+    kernels = step_kernels(editor, variant.views, size) if variant.name in KERNELS else {}
     unconfigure(editor, variant)
     per_call = statistics.median(times)
     return Record(
@@ -277,7 +282,11 @@ def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repe
         tflop_per_view=tflop,
         peak_gib=peak,
         first_call_s=first,
-        extra={"compiled_graphs": graphs, **({"breakdown": pieces} if pieces else {})},
+        extra={
+            "compiled_graphs": graphs,
+            **({"breakdown": pieces} if pieces else {}),
+            **({"step_kernels": kernels} if kernels else {}),
+        },
     )
 
 
@@ -320,6 +329,54 @@ def breakdown(editor: InstructPix2PixEditor, views: int, size: int) -> dict:
     return out
 
 
+KERNEL_KINDS = (
+    ("attention", ("fmha", "flash", "sdpa", "attention")),
+    ("convolution", ("conv", "fprop", "implicit")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "cublas")),
+    ("triton (fused by inductor)", ("triton",)),
+)
+"""Kernel families, told apart by substrings of the kernel's name (first match wins; the rest is "other")."""
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in lowered for k in keys)), "other")
+
+
+def kernel_table(fn: Callable[[], Any], rows: int) -> tuple[float, int, list[dict[str, Any]], dict[str, float]]:
+    """Summed kernel time (ms) and kernel count of one call of fn, its `rows` most expensive kernels, and the
+    kernel time (ms) of each family of `KERNEL_KINDS`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        fn()
+        sync()
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA" and e.self_device_time_total > 0]
+    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    total_ms = sum(e.self_device_time_total for e in kernels) / 1000
+    count = sum(e.count for e in kernels)
+    top = [{"kernel": e.key[:110], "calls": e.count, "ms": e.self_device_time_total / 1000} for e in kernels[:rows]]
+    kinds: dict[str, float] = {}
+    for e in kernels:
+        kind = kernel_kind(e.key)
+        kinds[kind] = kinds.get(kind, 0.0) + e.self_device_time_total / 1000
+    return total_ms, count, top, kinds
+
+
+KERNELS: set[str] = set()
+"""Variants whose denoising step is also profiled kernel by kernel (--kernels)."""
+
+
+def step_kernels(editor: InstructPix2PixEditor, views: int, size: int, rows: int = 25) -> dict[str, Any]:
+    """The kernels of one `views`-view denoising step as configured (compiled or not): time by family, top rows."""
+    step = edit_pieces(editor, views, size)["denoise_step"]
+    for _ in range(3):
+        step()
+    kernel_ms, count, top, kinds = kernel_table(step, rows)
+    return {"event_ms": median_ms(step), "kernel_ms": kernel_ms, "kernels": count, "by_kind_ms": kinds, "top": top}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=Path, default=DEFAULT_ARCH)
@@ -329,6 +386,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--original-repeats", type=int, default=4)
     parser.add_argument("--breakdown", default="", help="variants also timed piece by piece, e.g. batch8-compiled")
+    parser.add_argument("--kernels", default="", help="variants whose denoising step is profiled kernel by kernel")
     parser.add_argument("--compile-cache", type=Path, default=Path("~/.cache/igs2gs/torchinductor"))
     parser.add_argument("--smoke", action="store_true", help="check this script on the CPU with the tiny model")
     args = parser.parse_args()
@@ -355,6 +413,7 @@ def main() -> None:
     del parts
     record["variants"] = []
     BREAKDOWN.update(filter(None, args.breakdown.split(",")))
+    KERNELS.update(filter(None, args.kernels.split(",")))
     for name in args.variants.split(","):
         variant = VARIANTS[name]
         repeats = args.original_repeats if variant.memory_savers else args.repeats
@@ -378,6 +437,16 @@ def print_table(record: dict) -> None:
         speedup = f"{base / v['ms_per_view']:.1f}x" if base else "-"
         print(f"{v['name']:18s} {v['views']:5d} {v['ms_per_view']:8.1f} {speedup:>8s} {rate:8.0f} "
               f"{100 * rate / peak_bf16:7.0f}% {v['peak_gib']:8.2f} {v['first_call_s']:10.1f}")  # fmt: skip
+    for v in record["variants"]:
+        kernels = v["extra"].get("step_kernels")
+        if not kernels:
+            continue
+        print(f"\n{v['name']}: one denoising step, {kernels['event_ms']:.2f} ms (events), "
+              f"{kernels['kernel_ms']:.2f} ms in {kernels['kernels']} kernels")  # fmt: skip
+        for kind, ms in sorted(kernels["by_kind_ms"].items(), key=lambda kv: -kv[1]):
+            print(f"  {kind:28s} {ms:8.2f} ms {100 * ms / kernels['kernel_ms']:5.1f} %")
+        for row in kernels["top"]:
+            print(f"  {row['ms']:8.3f} ms {row['calls']:4d}x {row['kernel']}")
 
 
 if __name__ == "__main__":

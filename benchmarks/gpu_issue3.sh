@@ -3,7 +3,7 @@
 # STAGES picks what runs, in this order (default: all):
 #   tests       tests/test_gpu.py (the CUDA-only tests), in the background while the checkpoint trains
 #   attn        benchmarks/bench_attention.py (SDPA backends at the UNet's attention shapes)
-#   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN)
+#   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN, BENCH_EDIT_KERNELS)
 #   load        benchmarks/probe_load.py (a fresh process's time to InstructPix2Pix on the GPU, current against direct loading)
 #   transfer    benchmarks/probe_edit_transfer.py (one batch's round trip to the edit process, no editing), also in
 #               BASELINE_DIR when set (the probe is copied there)
@@ -90,7 +90,7 @@ fi
 if has edit; then
   timeout ${EDIT_TIMEOUT:-900} python3 benchmarks/bench_edit.py --arch .gpu/models/ip2p-sd15-arch --out "$OUT/bench_edit.json" \
     --variants "${BENCH_EDIT_VARIANTS:-original,resident,batch8,batch8-cudnn,batch16,batch8-compiled}" \
-    --breakdown "${BENCH_EDIT_BREAKDOWN-batch8,batch8-compiled}" 2>&1 | tee -a "$OUT/run.log"
+    --breakdown "${BENCH_EDIT_BREAKDOWN-batch8,batch8-compiled}" --kernels "${BENCH_EDIT_KERNELS:-}" 2>&1 | tee -a "$OUT/run.log"
   echo "== edit stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has transfer; then

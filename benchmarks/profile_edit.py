@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -28,23 +28,6 @@ if str(REPO) not in sys.path:
 from benchmarks import bench_edit  # noqa: E402
 from benchmarks.make_random_ip2p import DEFAULT_ARCH, build_arch_components  # noqa: E402
 from igs2gs.ip2p import InstructPix2PixEditor  # noqa: E402
-
-
-def kernel_table(fn: Callable[[], Any], rows: int) -> tuple[float, int, list[dict[str, Any]]]:
-    """Summed kernel time (ms) and kernel count of one call of fn, and its `rows` most expensive kernels."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with profile(activities=activities) as prof:
-        fn()
-        bench_edit.sync()
-    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA" and e.self_device_time_total > 0]
-    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    total_ms = sum(e.self_device_time_total for e in kernels) / 1000
-    count = sum(e.count for e in kernels)
-    top = [{"kernel": e.key[:110], "calls": e.count, "ms": e.self_device_time_total / 1000} for e in kernels[:rows]]
-    return total_ms, count, top
-
 
 CONFIGS = ("channels-last", "contiguous", "contiguous+group-norm")
 """Memory format of the UNet and VAE, and whether GroupNorm takes igs2gs/fast_group_norm.py."""
@@ -97,7 +80,7 @@ def main() -> None:
         record[CONFIGS[-1]][name]["max_abs_diff_vs_torch_group_norm"] = diff = float((a - b).abs().max())
         lines.append(f"{name}: max |output difference| against torch's GroupNorm {diff:.3g}")
     for name, fn in bench_edit.edit_pieces(editor, args.views, args.size).items():
-        kernel_ms, count, top = kernel_table(fn, args.rows)
+        kernel_ms, count, top, _ = bench_edit.kernel_table(fn, args.rows)
         record[CONFIGS[-1]][name].update(kernel_ms=kernel_ms, kernels=count, top=top)
         lines.append(f"\n== {CONFIGS[-1]}, {name}: {kernel_ms:.2f} ms in {count} kernels")
         lines += [f"{k['ms']:8.3f} ms {k['calls']:5d}x  {k['kernel']}" for k in top]
