@@ -5,7 +5,12 @@ The UNet of a batched edit (8 views x 3 guidance branches = 24 samples at 512 px
 text tokens. Each shape is timed with each backend alone, with q, k, v laid out as diffusers' attention
 processor hands them over (heads as a strided view of [B, N, heads * d]). Prints ms per call and TFLOP/s.
 
-    python benchmarks/bench_attention.py [--batch 24] [--out OUT/bench_attention.json]
+With `--layouts`, the 64x64 self-attention (head dim 40) is also timed with SDPA's default pick on q, k, v laid out
+four ways: views of one fused projection [B, N, 3 * heads * d] (what the editor's fused QKV hands over), views of
+separate projections, contiguous [B, heads, N, d], and contiguous with the head dim zero-padded to 48 and to 64 (the
+scale kept at 1/sqrt(40), so the attention is the same); TFLOP/s count the unpadded work.
+
+    python benchmarks/bench_attention.py [--batch 24] [--layouts] [--out OUT/bench_attention.json]
 """
 
 from __future__ import annotations
@@ -35,6 +40,27 @@ def strided(batch: int, tokens: int, dim: int, dtype: torch.dtype) -> torch.Tens
     return x.view(batch, tokens, HEADS, dim).transpose(1, 2)
 
 
+def layouts(batch: int, dtype: torch.dtype, tokens: int = 4096, dim: int = 40) -> dict[str, dict[str, float]]:
+    """ms and TFLOP/s of SDPA's default pick on one self-attention shape, by the layout of q, k, v."""
+    qkv = torch.randn(batch, tokens, 3 * HEADS * dim, device="cuda", dtype=dtype)
+    fused = [t.view(batch, tokens, HEADS, dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1)]
+    separate = [strided(batch, tokens, dim, dtype) for _ in range(3)]
+    contiguous = [t.contiguous() for t in fused]
+    cases = {"fused-qkv views": fused, "separate views": separate, "contiguous heads": contiguous}
+    for padded in (48, 64):
+        cases[f"contiguous, head dim padded to {padded}"] = [F.pad(t, (0, padded - dim)) for t in contiguous]
+    flop = 4 * batch * HEADS * tokens * tokens * dim
+    reference = F.scaled_dot_product_attention(*contiguous)
+    out = {}
+    for name, (q, k, v) in cases.items():
+        call = lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, scale=dim**-0.5)  # noqa: E731
+        ms = time_ms(call)
+        error = (call()[..., :dim].float() - reference.float()).abs().max().item()
+        out[name] = {"ms": round(ms, 4), "tflops": round(flop / ms / 1e9, 1), "max_diff": error}
+        print(f"self 64x64, batch {batch}, {name}: {json.dumps(out[name])}", flush=True)
+    return out
+
+
 def time_ms(fn, repeats: int = 20) -> float:
     for _ in range(3):
         fn()
@@ -51,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=24)
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    parser.add_argument("--layouts", action="store_true", help="also time the 64x64 self-attention by layout")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
@@ -74,6 +101,9 @@ def main() -> None:
             row["default"] = {"ms": round(time_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v)), 4)}
         record["shapes"][name] = row
         print(name, json.dumps(row), flush=True)
+    if args.layouts:
+        with torch.no_grad():
+            record["layouts"] = {b: layouts(b, dtype) for b in (args.batch, 2 * args.batch)}
     if args.out:
         args.out.write_text(json.dumps(record, indent=2))
 

@@ -2,7 +2,7 @@
 # The GPU runs of the fast-edits issue, on a lent machine with the bundle in .gpu (see ../shared/gpu/README.md).
 # STAGES picks what runs, in this order (default: all):
 #   tests       tests/test_gpu.py (the CUDA-only tests), in the background while the checkpoint trains
-#   attn        benchmarks/bench_attention.py (SDPA backends at the UNet's attention shapes)
+#   attn        benchmarks/bench_attention.py (SDPA backends at the UNet's attention shapes; ATTN_ARGS)
 #   edit        benchmarks/bench_edit.py (BENCH_EDIT_VARIANTS, BENCH_EDIT_BREAKDOWN, BENCH_EDIT_KERNELS)
 #   load        benchmarks/probe_load.py (a fresh process's time to InstructPix2Pix on the GPU, current against direct loading)
 #   transfer    benchmarks/probe_edit_transfer.py (one batch's round trip to the edit process, no editing), also in
@@ -70,7 +70,7 @@ if has leftovers; then
   echo "== leftovers stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has attn; then
-  python3 benchmarks/bench_attention.py --out "$OUT/bench_attention.json" 2>&1 | tee -a "$OUT/run.log"
+  python3 benchmarks/bench_attention.py --out "$OUT/bench_attention.json" ${ATTN_ARGS:-} 2>&1 | tee -a "$OUT/run.log"
   echo "== attn stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 make_arch() {  # the real InstructPix2Pix architecture with random weights, once per machine
