@@ -107,7 +107,7 @@ if has editprofile; then
   echo "== editprofile stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has tests; then
-  timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ${TESTS_K:+-k "$TESTS_K"} >"$OUT/gpu_tests.log" 2>&1 &
+  timeout ${TESTS_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ${TESTS_K:+-k "$TESTS_K"} >"$OUT/gpu_tests.log" 2>&1 &
   TESTS_PID=$!
 fi
 if has checkpoint; then
