@@ -19,6 +19,9 @@
 #   firstcall   benchmarks/probe_saved_first_call.py on cuda:1 with the e2e runs' compile cache (after an
 #               ours-2gpu-compile-saved run): where a fresh process's time goes until its saved pieces edit, under
 #               cProfile (the editor's build and its first edit)
+#   rblock      benchmarks/probe_saved_first_call.py, saved pieces compiled as the plugin does (no load-time second
+#               block config: saved_compile.INDUCTOR_OPTIONS) and with inductor's default (--scale-rblock): each compiles
+#               into a cache of its own, then loads from it in fresh processes, alternately, RBLOCK_LOADS times each
 #   consistency benchmarks/bench_consistency.py (CONS_ARGS)
 #   big         bench_e2e.py's ours-1024 run (bear upscaled to 1024 px): peak memory
 #   cpuspeed    benchmarks/probe_cpu_speed.py (the spread of the CPU's speed over a minute of an idle machine)
@@ -198,6 +201,21 @@ if has firstcall; then
     --device cuda:1 --size 504 --profile "$OUT/first_call_profile.txt" --profile-build "$OUT/build_profile.txt" 2>&1 \
     | grep "^{" | tee -a "$OUT/run.log"
   echo "== firstcall stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
+fi
+if has rblock; then
+  make_arch
+  rblock_probe() {  # $1: default or fixed, $2: what this run is
+    local flag=; [ "$1" = default ] && flag=--scale-rblock
+    timeout $(within ${RBLOCK_TIMEOUT:-240}) python3 benchmarks/probe_saved_first_call.py --ip2p-model /tmp/ip2p-arch \
+      --cache /tmp/rblock-$1 --size 504 $flag 2>&1 | grep "^{" | sed "s/^/rblock $1 $2: /" | tee -a "$OUT/run.log"
+  }
+  for v in default fixed; do rblock_probe $v cold; done
+  for i in $(seq ${RBLOCK_LOADS:-2}); do for v in default fixed; do rblock_probe $v "load $i"; done; done
+  for v in default fixed; do
+    echo "rblock $v: $(grep -rl "'dynamic_scale_rblock': False" /tmp/rblock-$v 2>/dev/null | wc -l) kernel files without" \
+      "the second config, $(grep -rl "'dynamic_scale_rblock': True" /tmp/rblock-$v 2>/dev/null | wc -l) with it" | tee -a "$OUT/run.log"
+  done
+  echo "== rblock stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi
 if has consistency; then
   timeout ${CONS_TIMEOUT:-300} python3 benchmarks/bench_consistency.py --data .gpu/data/bear --load-dir $CKPT \

@@ -38,6 +38,11 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--profile-build", type=Path, default=None, help="the editor's build under cProfile, to FILE")
     parser.add_argument("--device", default="cuda", help="cpu only checks the script (nothing compiles there)")
+    parser.add_argument(
+        "--scale-rblock",
+        action="store_true",
+        help="inductor's default dynamic_scale_rblock (before 2026-11-27)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     phases: dict[str, float] = {}
@@ -54,10 +59,14 @@ def main() -> None:
     import diffusers  # noqa: F401
     import transformers  # noqa: F401
 
+    from igs2gs import saved_compile
     from igs2gs.editor import EditSettings
     from igs2gs.editor_options import EditorOptions
     from igs2gs.editor_warm_up import warm_up_edit
     from igs2gs.fast_edits import build_ip2p_editor
+
+    if args.scale_rblock:  # the baseline of saved_compile.INDUCTOR_OPTIONS (a key of its own)
+        saved_compile.INDUCTOR_OPTIONS = {}
 
     t = mark("import_diffusers_igs2gs_s", t)
     options = EditorOptions(

@@ -36,6 +36,12 @@ _PACKAGE = Path(__file__).resolve().parent
 FOLDER = "igs2gs-saved"
 """The compile cache's subfolder of saved pieces."""
 
+INDUCTOR_OPTIONS: dict[str, Any] = {"dynamic_scale_rblock": False}
+"""Inductor settings the pieces are compiled with (part of their key). Inductor gives register-heavy reductions a
+second, half-size block config when a compiled piece loads, and in torch 2.11 benchmarks the two again in every
+process without caching the pick (pytorch/pytorch#189121): work in each loaded piece's first call. Without that config
+edits are as fast (benchmarks/RESULTS.md, "Twenty-first session", call 5: 140.8 ms per view either way)."""
+
 
 def no_guards(entries: list[Any]) -> list[bool]:
     """Dynamo's guard filter: keep none; the key stands for all of them (see the module docstring)."""
@@ -123,7 +129,7 @@ class SavedCompile:
     ) -> None:
         self.name, self.folder, self.fallback = name, Path(folder), fallback
         self._module = _MethodModule(method)
-        self._context = "\n".join((environment_of(method), package_digest(), context, name))
+        self._context = "\n".join((environment_of(method), package_digest(), context, name, repr(INDUCTOR_OPTIONS)))
         self._pieces: dict[str, Optional[Callable[..., Any]]] = {}
         self.loaded: list[str] = []
         self.load_seconds = 0.0
@@ -179,7 +185,8 @@ class SavedCompile:
                 self.first_call_seconds += time.perf_counter() - started
 
     def _compiled_module(self) -> Any:
-        return torch.compile(self._module, fullgraph=True, dynamic=False, options={"guard_filter_fn": no_guards})
+        options = {"guard_filter_fn": no_guards, **INDUCTOR_OPTIONS}
+        return torch.compile(self._module, fullgraph=True, dynamic=False, options=options)
 
     def _load(self, key: str) -> Optional[Callable[..., Any]]:
         path = self.path(key)

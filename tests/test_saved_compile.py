@@ -172,6 +172,20 @@ def test_the_key_follows_inputs_modules_and_code_but_not_weight_values(
     before = saved_step(fresh, tmp_path)[0].key(args)
     monkeypatch.setattr(saved_compile, "package_digest", lambda: "other code")
     assert saved_step(fresh, tmp_path)[0].key(args) != before  # other igs2gs source
+    monkeypatch.setattr(saved_compile, "INDUCTOR_OPTIONS", {})
+    assert saved_step(fresh, tmp_path)[0].key(args) != before  # other inductor settings
+
+
+def test_pieces_compile_without_inductors_load_time_second_block_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loaded pieces would benchmark that config again in every process (torch 2.11, saved_compile.INDUCTOR_OPTIONS)."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(saved_compile.torch, "compile", lambda module, **kwargs: calls.append(kwargs) or module)
+    step, _ = saved_step(tiny_editor(), tmp_path)
+    step._compiled_module()
+    assert calls and calls[0]["options"]["dynamic_scale_rblock"] is False
+    assert calls[0]["options"]["guard_filter_fn"] is saved_compile.no_guards
 
 
 SAVED_EDIT_IN_FRESH_PROCESS = """
