@@ -207,7 +207,9 @@ if has rblock; then
   rblock_probe() {  # $1: default or fixed, $2: what this run is
     local flag=; [ "$1" = default ] && flag=--scale-rblock
     timeout $(within ${RBLOCK_TIMEOUT:-240}) python3 benchmarks/probe_saved_first_call.py --ip2p-model /tmp/ip2p-arch \
-      --cache /tmp/rblock-$1 --size 504 $flag 2>&1 | grep "^{" | sed "s/^/rblock $1 $2: /" | tee -a "$OUT/run.log"
+      --cache /tmp/rblock-$1 --size 504 --device cuda:0 $flag >/tmp/rblock.txt 2>&1
+    grep "^{" /tmp/rblock.txt | sed "s/^/rblock $1 $2: /" | tee -a "$OUT/run.log"
+    grep -q "^{" /tmp/rblock.txt || tail -5 /tmp/rblock.txt | tee -a "$OUT/run.log"
   }
   for v in default fixed; do rblock_probe $v cold; done
   for i in $(seq ${RBLOCK_LOADS:-2}); do for v in default fixed; do rblock_probe $v "load $i"; done; done

@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--profile-build", type=Path, default=None, help="the editor's build under cProfile, to FILE")
-    parser.add_argument("--device", default="cuda", help="cpu only checks the script (nothing compiles there)")
+    parser.add_argument("--device", default="cuda:0", help="cpu only checks the script (nothing compiles there)")
     parser.add_argument(
         "--scale-rblock",
         action="store_true",
