@@ -129,7 +129,10 @@ class SavedCompile:
     ) -> None:
         self.name, self.folder, self.fallback = name, Path(folder), fallback
         self._module = _MethodModule(method)
-        self._context = "\n".join((environment_of(method), package_digest(), context, name, repr(INDUCTOR_OPTIONS)))
+        self._inductor_options = dict(INDUCTOR_OPTIONS)  # read once: the key names what the pieces compile with
+        self._context = "\n".join(
+            (environment_of(method), package_digest(), context, name, repr(self._inductor_options))
+        )
         self._pieces: dict[str, Optional[Callable[..., Any]]] = {}
         self.loaded: list[str] = []
         self.load_seconds = 0.0
@@ -185,7 +188,7 @@ class SavedCompile:
                 self.first_call_seconds += time.perf_counter() - started
 
     def _compiled_module(self) -> Any:
-        options = {"guard_filter_fn": no_guards, **INDUCTOR_OPTIONS}
+        options = {"guard_filter_fn": no_guards, **self._inductor_options}
         return torch.compile(self._module, fullgraph=True, dynamic=False, options=options)
 
     def _load(self, key: str) -> Optional[Callable[..., Any]]:
