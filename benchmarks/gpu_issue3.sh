@@ -125,7 +125,8 @@ if has tests; then
   wait $TESTS_PID; echo "== tests (rc $?) done at ${SECONDS}s: $(tail -1 "$OUT/gpu_tests.log")" | tee -a "$OUT/run.log"
 fi
 if has profile; then
-  timeout 150 python3 benchmarks/profile_train_step.py --data .gpu/data/bear --load-dir $CKPT --out "$OUT" \
+  make_arch
+  timeout 150 python3 benchmarks/profile_train_step.py --data .gpu/data/bear --load-dir $CKPT --out "$OUT" --ip2p-model /tmp/ip2p-arch \
     --steps "${PROFILE_STEPS:-150}" 2>&1 | grep -v Warning | tail -40 | tee -a "$OUT/run.log"
   echo "== profile stage done at ${SECONDS}s" | tee -a "$OUT/run.log"
 fi

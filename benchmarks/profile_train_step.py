@@ -5,7 +5,8 @@ blocks of plain steps through `Trainer.train` with each of the step's speed swit
 nerfstudio's behaviour one at a time (igs2gs/train_speed.py), a few diagnostic variants (no LPIPS, sparser
 logging), one checkpoint save, a torch.profiler table and a cProfile of the Python side.
 
-    python benchmarks/profile_train_step.py --data DATA --load-dir CKPT_DIR --out OUT_DIR [--steps 200]
+    python benchmarks/profile_train_step.py --data DATA --load-dir CKPT_DIR --out OUT_DIR [--steps 200] \
+        [--ip2p-model DIR]
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def build_trainer(data: Path, load_dir: Path, out: Path, vis: str) -> Any:
+def build_trainer(data: Path, load_dir: Path, out: Path, vis: str, ip2p_model: str) -> Any:
     from igs2gs.igs2gs_config import igs2gs_method
 
     config = igs2gs_method.config
+    config.pipeline.ip2p_model = ip2p_model  # built at start-up on CUDA, though no round edits here
     config.pipeline.datamanager.data = data
     config.load_dir = load_dir
     config.output_dir = out
@@ -141,10 +143,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--vis", default="viewer")
+    parser.add_argument("--ip2p-model", default="timbrooks/instruct-pix2pix", help="hub id or local diffusers folder")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    trainer = build_trainer(args.data, args.load_dir, Path("/tmp/igs2gs-profile"), args.vis)
+    trainer = build_trainer(args.data, args.load_dir, Path("/tmp/igs2gs-profile"), args.vis, args.ip2p_model)
     record: dict[str, Any] = {"card": torch.cuda.get_device_name(0), "setup_s": time.perf_counter() - t0}
     record["gaussians"] = int(trainer.pipeline.model.num_points)
     run_block(trainer, 50)  # warm-up
