@@ -157,7 +157,7 @@ if has e2e; then
   top -b -c -d 5 -w 200 | awk '/^top -/ {n = 0} n++ < 20 {print; fflush()}' >"$OUT/top.log" &
   TOP_PID=$!
   # each second, each GPU's clock, power, temperature and use: does the editor's GPU run slower beside training?
-  nvidia-smi --query-gpu=timestamp,index,clocks.sm,power.draw,temperature.gpu,utilization.gpu --format=csv,noheader \
+  nvidia-smi --query-gpu=timestamp,index,clocks.sm,power.draw,temperature.gpu,utilization.gpu,memory.used --format=csv,noheader \
     -l 1 >"$OUT/gpu_clocks.csv" 2>/dev/null &
   SMI_PID=$!
   # runs named NAME-spy run under py-spy when .gpu/bin/py-spy (a static binary) can sample processes on this machine

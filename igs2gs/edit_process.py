@@ -67,7 +67,7 @@ from igs2gs.edit_worker import EditJob
 from igs2gs.editor import EditSettings
 from igs2gs.shared_batches import BatchBuffers, SharedBatches, edits_into, moved
 
-_STOP = ("stop", None)
+STOP = ("stop", None)
 _POLL_S = 1.0
 """How often a waiting side checks that the other process is still there."""
 COMPILE_WAIT_S = 600.0
@@ -85,7 +85,7 @@ class EditProcessError(RuntimeError):
     """The edit process stopped or could not start its editor."""
 
 
-def _default_builder() -> EditorBuilder:
+def default_builder() -> EditorBuilder:
     from igs2gs.fast_edits import build_ip2p_editor
 
     return build_ip2p_editor
@@ -125,9 +125,9 @@ class EditProcess:
         it builds it uncompiled, and a second child builds the compiled editor, compiles it when `plan` gives the
         sizes, and takes over from the next batch once it is done."""
         self._context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
-        self._builder = builder or _default_builder()
+        self._builder = builder or default_builder()
         self._device = str(device)
-        self._compile_status = self._context.Value("i", _COMPILING)
+        self._compile_status = compile_flag(self._context)
         self._lock = threading.Lock()  # the worker thread hands over to the compiled child; close() may run meanwhile
         self._child = self._start_child(uncompiled(config) if compile_ahead else config, "igs2gs-editor", status=None)
         self._compiler: Optional[_Child] = None
@@ -142,16 +142,7 @@ class EditProcess:
         atexit.register(self.close)
 
     def _start_child(self, config: Any, name: str, status: Optional[Any]) -> _Child:
-        jobs, results = self._context.Queue(), self._context.Queue()
-        process = self._context.Process(
-            target=_serve_then_leave,
-            args=(self._builder, config, self._device, jobs, results, os.getpid(), status),
-            name=name,
-            daemon=True,
-        )
-        with _parent_main_hidden(self._builder):
-            process.start()
-        return _Child(process, jobs, results)
+        return start_child(self._context, self._builder, config, self._device, name, status)
 
     def plan(self, warm_up_sizes: Sequence[Tuple[int, int]], batch_size: int, settings: EditSettings) -> None:
         """The round's edit sizes and batch size, once the training images are known: each child warms its editor
@@ -164,7 +155,7 @@ class EditProcess:
     @property
     def compiled(self) -> bool:
         """Whether the compiling child has compiled the editor (it edits from the next batch on)."""
-        return self._compile_status.value == _COMPILED
+        return is_compiled(self._compile_status)
 
     @property
     def _takes_over_next(self) -> bool:
@@ -242,7 +233,7 @@ class EditProcess:
         """Tell a retired child to stop if none of its batches is still in flight (not before: its edits come back
         as shared memory that it hands over while alive)."""
         if all(sent is not child for sent, _ in self._sent):
-            child.jobs.put(_STOP)
+            child.jobs.put(STOP)
 
     def close(self, timeout: float = 30.0, finish_compile: bool = False) -> None:
         """`stop`, then `join`: the children are gone when it returns. Safe to call twice."""
@@ -275,24 +266,55 @@ class EditProcess:
         (a compiling child at once). Safe to call twice, and before `stop` (it stops them first)."""
         self.stop()
         for child in [self._child, *self._retired]:
-            _reap(child.process, timeout, timeout)
+            reap(child.process, timeout, timeout)
         if self._compiler is not None:
-            _reap(self._compiler.process, timeout if self.compiled else 0.0, timeout)
+            reap(self._compiler.process, timeout if self.compiled else 0.0, timeout)
 
     def _await_compile(self, process: Any) -> None:
-        """Wait for the compiling child to finish its compile; Ctrl-C or `COMPILE_WAIT_S` end the wait."""
-        from nerfstudio.utils.rich_utils import CONSOLE
+        await_compile(process, lambda: self.compiled)
 
-        CONSOLE.log(
-            "igs2gs: training is done; the background compile of InstructPix2Pix finishes for later runs "
-            f"(at most {COMPILE_WAIT_S:.0f} s; Ctrl-C skips it, and the next run compiles again)"
-        )
-        deadline = time.monotonic() + COMPILE_WAIT_S
-        try:
-            while process.is_alive() and not self.compiled and time.monotonic() < deadline:
-                process.join(_POLL_S)
-        except KeyboardInterrupt:
-            CONSOLE.log("igs2gs: background compile skipped")
+
+def start_child(
+    context: Any, builder: EditorBuilder, config: Any, device: str, name: str, status: Optional[Any]
+) -> _Child:
+    """Spawn a child that builds the editor and serves its queues (`_serve`); with `status`, the compiling kind."""
+    jobs, results = context.Queue(), context.Queue()
+    process = context.Process(
+        target=_serve_then_leave,
+        args=(builder, config, device, jobs, results, os.getpid(), status),
+        name=name,
+        daemon=True,
+    )
+    with _parent_main_hidden(builder):
+        process.start()
+    return _Child(process, jobs, results)
+
+
+def compile_flag(context: Any) -> Any:
+    """A shared flag for a compiling child (`start_child`), read by `is_compiled`."""
+    return context.Value("i", _COMPILING)
+
+
+def is_compiled(status: Any) -> bool:
+    """Whether the compiling child of this flag has compiled its editor."""
+    return status.value == _COMPILED
+
+
+def await_compile(process: Any, compiled: Callable[[], bool]) -> None:
+    """Wait for a compiling child to finish its compile, at the end of a run that ended normally; Ctrl-C or
+    `COMPILE_WAIT_S` end the wait."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    CONSOLE.log(
+        "igs2gs: training is done; the background compile of InstructPix2Pix finishes for later runs "
+        f"(at most {COMPILE_WAIT_S:.0f} s; Ctrl-C skips it, and the next run compiles again)"
+    )
+    deadline = time.monotonic() + COMPILE_WAIT_S
+    try:
+        while process.is_alive() and not compiled() and time.monotonic() < deadline:
+            process.join(_POLL_S)
+    except KeyboardInterrupt:
+        CONSOLE.log("igs2gs: background compile skipped")
 
 
 def _edits_within(child: _Child, timeout: float) -> bool:
@@ -328,10 +350,10 @@ def _receive(child: _Child) -> Any:
 def _ask_to_stop(process: Any, jobs: Any) -> None:
     """Ask a child to stop through its `jobs` queue."""
     if process.is_alive():
-        jobs.put(_STOP)
+        jobs.put(STOP)
 
 
-def _reap(process: Any, wait: float, timeout: float) -> None:
+def reap(process: Any, wait: float, timeout: float) -> None:
     """Wait up to `wait` for a child to exit; terminate it otherwise (and wait up to `timeout` for that)."""
     process.join(wait)
     if process.is_alive():
@@ -532,7 +554,7 @@ def _next_message(jobs: Any, parent: int) -> Tuple[str, Any]:
             return jobs.get(timeout=_POLL_S)
         except queue.Empty:
             if os.getppid() != parent:
-                return _STOP
+                return STOP
 
 
 def _next_plan(jobs: Any, parent: int) -> Optional[Any]:

@@ -17,6 +17,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch.cuda.amp.grad_scaler import GradScaler
 
 from igs2gs.async_edits import AsyncRound, edits_in_background, edits_on_own_device, make_job
+from igs2gs.background_compile import BackgroundCompile, compiles_aside, run_uncompiled
 from igs2gs.checkpoint_checks import check_checkpoint_matches_scene
 from igs2gs.edit_guard import EditGuard
 from igs2gs.edit_lanes import helps_on
@@ -101,15 +102,14 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     arithmetic up to rounding); with ip2p_compile, channels-last convolutions instead of the GroupNorm change."""
     ip2p_compile: bool = False
     """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only). On an H200: 141 instead of 209-239 ms per
-    512 px view alone, 0.15-0.16 instead of 0.24 s per view editing in the background on a second GPU. In the training
-    process it compiles in the editor's warm-up edit at start-up (never later: editor_warm_up.py): about 70 s the first
-    time an image size is met, then a load from ip2p_compile_cache. With ip2p_process, edits never wait for a compile:
-    they start uncompiled while a second process compiles the editor (from the cache when an earlier run filled it)
-    and takes over from the next batch once it is done (edit_process.py); a run that ends first lets that compile
-    finish for later runs (Ctrl-C skips it). It stays off: the first run pays the compile (116-155 s against 86 s for
-    two GPUs' default run on 2 x H200, most of it waiting at the end for the compile), while a later one loads the
-    saved pieces (two GPUs: 64.5-70.6 s, 1.51-1.65x the one-GPU default on the same machine; one GPU: 101.9-115 s,
-    no faster than the default's 97.6-119 s; benchmarks/RESULTS.md)."""
+    512 px view alone, 0.15-0.16 instead of 0.24 s per view editing in the background on a second GPU. The compiled
+    pieces are kept for later runs (ip2p_compile_saved): a later one-GPU run loads them in its first edits and took
+    86-97 s against 105-113 s for the default on the same H200s. A run that finds none for its image size compiles
+    outside its own work: on one GPU it edits uncompiled while a child process compiles for later runs
+    (background_compile.py); with ip2p_process on a second GPU, a second edit process compiles and takes over from the
+    next batch once done (edit_process.py). A run that ends first waits for that compile (Ctrl-C skips it). It stays
+    off: the first run pays the compile, and a one-GPU one needs the child's GPU memory beside its own
+    (benchmarks/RESULTS.md)."""
     ip2p_cuda_graphs: bool = False
     """Replay the compiled denoising step as a CUDA graph (pays where kernel launches dominate: small batches)."""
     ip2p_compile_cache: Optional[Path] = Path("~/.cache/igs2gs/torchinductor")
@@ -174,6 +174,7 @@ class IGS2GSPipeline(VanillaPipeline):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.edit_process: Optional[EditProcess] = edit_process
         self.helper_process: Optional[EditProcess] = helper_process
+        self.background_compile: Optional[BackgroundCompile] = None  # one GPU's first compile (background_compile.py)
         self.edit_round = EditRound()
         self.batched_edits = BatchedEdits()  # edits made ahead for the round's next views (edit_batch_size)
         self.edit_guard = EditGuard()  # NaN/inf edits, out of memory: one view never ends a run
@@ -190,7 +191,11 @@ class IGS2GSPipeline(VanillaPipeline):
                     process.plan(*self.warm_up_plan(), self.edit_settings())
             elif builds_editor_ahead(editor_device):
                 plan = self.warm_up_plan()
-                if warm_up_editor(self.editor, *plan, self.edit_settings(), editor_device, defer_saved=True):
+                if compiles_aside(self.editor, *plan):  # this run edits uncompiled while a child compiles
+                    self.background_compile = self._start_background_compile(config, editor_device, plan)
+                    run_uncompiled(self.editor, config)
+                    compile_in_process()
+                elif warm_up_editor(self.editor, *plan, self.edit_settings(), editor_device, defer_saved=True):
                     compile_in_process()  # its saved pieces load without compiling: no pool of compile workers
         # Viewer controls (the attribute name is their folder in the viewer); none when viewing or exporting.
         self.igs2gs = EditControls(config) if test_mode == "val" else None
@@ -203,6 +208,18 @@ class IGS2GSPipeline(VanillaPipeline):
         compile_ahead = config.ip2p_compile and torch.device(editor_device).type == "cuda"
         options = editor_options(config)  # not the config: unpickling that would import nerfstudio in the child
         return EditProcess(options, editor_device, compile_ahead=compile_ahead, builder=cls.process_editor_builder)
+
+    def _start_background_compile(
+        self, config: IGS2GSPipelineConfig, editor_device: str, plan: Tuple[List[Tuple[int, int]], int]
+    ) -> BackgroundCompile:
+        """The child that compiles the editor for later runs (background_compile.py)."""
+        CONSOLE.log(
+            "igs2gs: no earlier run compiled InstructPix2Pix for these images: this run edits uncompiled while a "
+            "background process compiles it for later runs"
+        )
+        process = BackgroundCompile(editor_options(config), editor_device, builder=type(self).process_editor_builder)
+        process.plan(*plan, self.edit_settings())
+        return process
 
     @classmethod
     def _start_helper_process(
@@ -326,7 +343,7 @@ class IGS2GSPipeline(VanillaPipeline):
         callbacks = super().get_training_callbacks(training_callback_attributes)
         if self.test_mode == "val":  # after the model's callbacks, which re-bind the optimizers
             callbacks += self.keeper.start(self, training_callback_attributes)
-        if self.async_round is not None:  # at the last step the round in progress is edited to its end
+        if self.async_round is not None or self.background_compile is not None:  # see _finish_async_edits
             self._trainer = training_callback_attributes.trainer  # its step count is read at every step
             callbacks.append(
                 TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._finish_async_edits)
@@ -352,20 +369,21 @@ class IGS2GSPipeline(VanillaPipeline):
 
     def _finish_async_edits(self, step: int) -> None:
         trainer = getattr(self, "_trainer", None)
-        if trainer is None or self.async_round is None:
+        if trainer is None or step < trainer._start_step + trainer.config.max_num_iterations - 1:
             return
-        if step >= trainer._start_step + trainer.config.max_num_iterations - 1:
+        if self.async_round is not None:
             self.async_round.finish(self, step, self.apply_async_edit)
-            # Told to stop, not waited for: they exit while the trainer saves its last checkpoint (join_edit_processes)
-            if self.edit_process is not None:
-                self.edit_process.stop(finish_compile=True)  # a compile in progress fills the cache for later runs
-            if self.helper_process is not None:
-                self.helper_process.stop()
+        # Told to stop, not waited for: they exit while the trainer saves its last checkpoint (join_edit_processes).
+        # A compile in progress may finish first: it fills the cache for later runs.
+        for process in filter(None, (self.edit_process, self.background_compile)):
+            process.stop(finish_compile=True)
+        if self.helper_process is not None:
+            self.helper_process.stop()
 
     def join_edit_processes(self) -> None:
         """Wait for the edit processes to exit (stopping them first if training did not reach its end); the trainer
         calls this once training is over and its last checkpoint saved."""
-        for process in filter(None, (self.edit_process, self.helper_process)):
+        for process in filter(None, (self.edit_process, self.helper_process, self.background_compile)):
             process.join()
 
     def make_edit_job(self, idx: int, step: int) -> EditJob:

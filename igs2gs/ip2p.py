@@ -306,6 +306,12 @@ class InstructPix2PixEditor:
     def _saved_pieces(self) -> list[saved_compile.SavedCompile]:
         return [p for p in self._compiled_pieces() if isinstance(p, saved_compile.SavedCompile)]
 
+    @property
+    def keeps_compiled_pieces(self) -> bool:
+        """Whether its compiled pieces are kept whole for later runs (`enable_compile(saved=True)` on a torch that
+        can), so that a compile in another process serves later runs (background_compile.py)."""
+        return bool(self._saved_pieces()) and saved_compile.supported()
+
     @staticmethod
     def _plan(sizes: Sequence[tuple[int, int]], batch_size: int) -> str:
         return f"edit sizes {sorted(set(map(tuple, sizes)))}, batch {batch_size}"

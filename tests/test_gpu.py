@@ -240,3 +240,35 @@ def test_a_process_that_compiles_in_process_starts_no_compile_workers():
 
     assert pools("in-process") == 0
     assert pools("default") == 1  # inductor's default on this machine: the pool the change avoids
+
+
+def tiny_cuda_compiled_editor(config, device):
+    """The tiny InstructPix2Pix set up as `configure_editor` sets up a compiling one, its pieces kept in
+    `config.cache`."""
+    from pathlib import Path
+
+    from tests.tiny_ip2p import tiny_editor
+
+    editor = tiny_editor(device=device)
+    editor.enable_fast_kernels(channels_last=True, group_norm=False)
+    editor.enable_compile(cache_dir=Path(config.cache), saved=True)
+    return editor
+
+
+def test_a_background_compile_on_the_training_gpu_serves_the_next_run(tmp_path):
+    """One GPU's first compiled run: a child compiles on the same GPU (background_compile.py), and an editor built in
+    this process then finds the child's pieces for its plan (their keys name the device, the versions, the global
+    state: the same in the child)."""
+    from types import SimpleNamespace
+
+    from igs2gs.background_compile import BackgroundCompile, compiles_aside
+
+    plan, options = ([(64, 64)], 2), SimpleNamespace(edit_max_side=0, cache=str(tmp_path))
+    here = tiny_cuda_compiled_editor(options, "cuda:0")
+    assert compiles_aside(here, *plan)
+    process = BackgroundCompile(options, "cuda:0", builder=tiny_cuda_compiled_editor)
+    process.plan(*plan, EditSettings(prompt="turn it blue", diffusion_steps=3))
+    process.close(finish_compile=True)
+    assert process.compiled and process._child.process.exitcode == 0
+    later = tiny_cuda_compiled_editor(options, "cuda:0")
+    assert later.saved_plan_ready(*plan) and not compiles_aside(later, *plan)
