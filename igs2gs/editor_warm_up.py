@@ -3,7 +3,8 @@
 A CUDA training run loads InstructPix2Pix (about 2 GB of weights onto the GPU) when the pipeline is built, and
 with `--pipeline.ip2p-compile` edits one batch of grey images of the round's size there, which compiles the
 editor (`ip2p_speed.CompiledThenRunOnly`). A missing or broken model fails the run at start-up instead of at
-its first round.
+its first round. An editor whose compiled pieces are kept whole for later runs (saved_compile.py) and not saved yet
+is not compiled here: a child process compiles it while the run edits uncompiled (background_compile.py).
 
 This happens on the main thread, before the viewer and the edit worker start, on purpose: loading and
 compiling change process-wide state that other threads' work runs into. transformers sets torch's default
