@@ -11,7 +11,8 @@ edits (edit_process.py's compiling child), saves the pieces and exits. Later run
   the training process's threads first; its GPU work (the warm-up edits) is a few seconds.
 - A run that ends before the compile is done lets it finish, for at most `edit_process.COMPILE_WAIT_S` (Ctrl-C skips
   that); a run that stops otherwise stops it, and the next run compiles again.
-- The child holds its own copy of InstructPix2Pix on the GPU while it compiles.
+- The child holds its own copy of InstructPix2Pix on the GPU while it compiles: a run whose GPU has less than
+  `CHILD_GPU_GIB` free compiles in the training process at start-up, as before.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import threading
 from typing import Any, Optional, Sequence, Tuple
 
+import torch
 import torch.multiprocessing as mp
 
 from igs2gs.edit_process import (
@@ -36,6 +38,11 @@ from igs2gs.edit_process import (
 )
 from igs2gs.editor import EditSettings
 from igs2gs.fast_edits import configure_editor
+
+CHILD_GPU_GIB = 6.0
+"""Free GPU memory a run needs before it compiles in a child: the child's InstructPix2Pix and compile took 4.5 GB
+beside a 512 px run on an H200 (10.8 against 6.3 GB in use on the card, benchmarks/RESULTS.md), and the training
+process still grows after its start-up."""
 
 NICE = 10
 """How much lower the child's CPU priority is than the training process's (Unix niceness, inherited by the
@@ -107,12 +114,31 @@ def _lower_priority(pid: Optional[int]) -> None:
 
 def compiles_aside(editor: Any, sizes: Sequence[Tuple[int, int]], batch_size: int) -> bool:
     """Whether a run leaves its editor's compile to a `BackgroundCompile`: the editor compiles, keeps its pieces whole
-    for later runs (`InstructPix2PixEditor.keeps_compiled_pieces`), and no earlier run saved them for this plan."""
+    for later runs (`InstructPix2PixEditor.keeps_compiled_pieces`), no earlier run saved them for this plan, and its
+    GPU has room for the child (`room_for_child`; else it compiles in the training process, as before)."""
     return (
         getattr(editor, "compiling", False)
         and getattr(editor, "keeps_compiled_pieces", False)
         and not editor.saved_plan_ready(sizes, batch_size)
+        and room_for_child(getattr(editor, "device", "cpu"))
     )
+
+
+def room_for_child(device: Any) -> bool:
+    """Whether a CUDA device has `CHILD_GPU_GIB` free for the child (always on other devices); says so when not."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    if free >= CHILD_GPU_GIB * 2**30:
+        return True
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    CONSOLE.log(
+        f"igs2gs: {free / 2**30:.1f} GiB free on {device}, under the {CHILD_GPU_GIB:.0f} GiB a background compile of "
+        "InstructPix2Pix needs: it compiles in this process at start-up instead"
+    )
+    return False
 
 
 def run_uncompiled(editor: Any, config: Any) -> None:

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 import igs2gs.igs2gs_pipeline as pipeline_module
-from igs2gs.background_compile import NICE, BackgroundCompile, compiles_aside, run_uncompiled
+from igs2gs.background_compile import CHILD_GPU_GIB, NICE, BackgroundCompile, compiles_aside, run_uncompiled
 from igs2gs.editor import EditSettings
 from igs2gs.igs2gs_pipeline import IGS2GSPipelineConfig
 from tests.test_pipeline import InvertEditor, InvertEditorPipeline, make_trainer
@@ -167,3 +168,21 @@ def test_a_run_edits_uncompiled_while_a_child_compiles_for_later_runs(
     out = capsys.readouterr().out
     assert "no earlier run compiled InstructPix2Pix" in out  # (the console wraps longer lines)
     assert "training is done; the background compile of InstructPix2Pix" in out
+
+
+class FakeCudaEditor(AsideEditor):
+    device = torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize(("free_gib", "aside"), [(CHILD_GPU_GIB + 1, True), (CHILD_GPU_GIB - 1, False)])
+def test_a_gpu_without_room_for_the_child_compiles_in_the_training_process(monkeypatch, capsys, free_gib, aside):
+    asked: list = []
+
+    def mem_get_info(device):
+        asked.append(device)
+        return int(free_gib * 2**30), 80 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    assert compiles_aside(FakeCudaEditor(), *PLAN) is aside
+    assert asked == [torch.device("cuda", 0)], "the editor's GPU"
+    assert ("compiles in this process at start-up instead" in capsys.readouterr().out) is not aside
