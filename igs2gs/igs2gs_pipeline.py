@@ -104,7 +104,7 @@ class IGS2GSPipelineConfig(VanillaPipelineConfig):
     """torch.compile InstructPix2Pix's denoising step and VAE (CUDA only). On an H200: 141 instead of 209-239 ms per
     512 px view alone, 0.15-0.16 instead of 0.24 s per view editing in the background on a second GPU. The compiled
     pieces are kept for later runs (ip2p_compile_saved): a later one-GPU run loads them in its first edits and took
-    86-97 s against 105-113 s for the default on the same H200s. A run that finds none for its image size compiles
+    78-97 s against 95-113 s for the default on the same H200s. A run that finds none for its image size compiles
     outside its own work: on one GPU it edits uncompiled while a child process compiles for later runs
     (background_compile.py); with ip2p_process on a second GPU, a second edit process compiles and takes over from the
     next batch once done (edit_process.py). A run that ends first waits for that compile (Ctrl-C skips it). It stays
