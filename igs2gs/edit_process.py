@@ -257,7 +257,7 @@ class EditProcess:
             return
         process = self._compiler.process
         if finish_compile and process.is_alive() and not self.compiled:
-            self._await_compile(process)
+            await_compile(process, lambda: self.compiled)
         if self.compiled:  # a child still compiling reads no queue: `join` terminates it
             _ask_to_stop(process, self._compiler.jobs)
 
@@ -269,9 +269,6 @@ class EditProcess:
             reap(child.process, timeout, timeout)
         if self._compiler is not None:
             reap(self._compiler.process, timeout if self.compiled else 0.0, timeout)
-
-    def _await_compile(self, process: Any) -> None:
-        await_compile(process, lambda: self.compiled)
 
 
 def start_child(
