@@ -36,7 +36,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.make_random_ip2p import DEFAULT_ARCH, build_arch_components  # noqa: E402
-from igs2gs import ip2p_speed  # noqa: E402
 from igs2gs.editor import EditSettings  # noqa: E402
 from igs2gs.ip2p import InstructPix2PixEditor  # noqa: E402
 
@@ -94,13 +93,6 @@ class Variant:
     heads_first: bool = False
     """Attention on q, k, v copied to [batch, heads, tokens, head dim] before SDPA (`HeadsFirstAttention`)
     instead of handed over as strided views of the fused projection's output."""
-    channels_last: Optional[bool] = None
-    """Channels-last UNet and VAE (default: with `compile`, as configure_editor does)."""
-    group_norm: Optional[bool] = None
-    """igs2gs/fast_group_norm.py's GroupNorm (default: without `compile`, as configure_editor does)."""
-    regions: str = ""
-    """"static" or "dynamic": torch.compile each block of `REGION_CLASSES` on its own (regional compilation, with
-    fixed or symbolic shapes); the rest of the edit runs eagerly."""
     cudnn_benchmark: bool = False
     """cuDNN times its convolution algorithms at each new shape and keeps the fastest
     (`torch.backends.cudnn.benchmark`), instead of its heuristics' first choice. Compiled graphs call cuDNN too."""
@@ -160,14 +152,6 @@ VARIANTS = {
         Variant("batch8-cudnn", views=8, attention=["CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION"],
                 note="8 views per call, cuDNN attention first, eager"),
         Variant("batch16", views=16, note="16 views per UNet call, eager"),
-        Variant("batch8-channels-last", views=8, channels_last=True,
-                note="8 views per call, eager, channels-last with fast_group_norm's channels-last GroupNorm"),
-        Variant("batch8-regions-dynamic", views=8, channels_last=True, group_norm=False, regions="dynamic",
-                note="8 views per call, channels-last, each UNet and VAE block compiled alone, symbolic shapes"),
-        Variant("batch8-regions-static", views=8, channels_last=True, group_norm=False, regions="static",
-                note="8 views per call, channels-last, each UNet and VAE block compiled alone, fixed shapes"),
-        Variant("batch8-channels-last-torch-gn", views=8, channels_last=True, group_norm=False,
-                note="8 views per call, eager, channels-last with torch's GroupNorm"),
         Variant("batch8-compiled", views=8, compile=True, note="8 views per call, torch.compile (the default)"),
         Variant("batch8-graphs", views=8, compile=True, cuda_graphs=True, note="8 views, compile + CUDA graphs"),
         Variant("batch16-compiled", views=16, compile=True, note="16 views per call, torch.compile"),
@@ -197,32 +181,6 @@ VARIANTS = {
     ]
 }  # fmt: skip
 DEFAULT_VARIANTS = "original,resident,batch1,batch8,batch8-cudnn,batch8-compiled,batch8-graphs"
-
-
-REGION_CLASSES = {"unet": ("ResnetBlock2D", "Transformer2DModel"), "vae": ("ResnetBlock2D", "Attention")}
-"""The blocks a `regions` variant compiles, by model (the UNet's attention layers lie inside its transformers)."""
-
-
-def region_modules(editor: InstructPix2PixEditor) -> list[torch.nn.Module]:
-    return [
-        module
-        for name, classes in REGION_CLASSES.items()
-        for module in getattr(editor, name).modules()
-        if type(module).__name__ in classes
-    ]
-
-
-@contextlib.contextmanager
-def regions_eager(editor: InstructPix2PixEditor) -> Iterator[None]:
-    """Inside the block, blocks compiled by a `regions` variant run eagerly."""
-    compiled = [(module, module._compiled_call_impl) for module in region_modules(editor)]
-    for module, _ in compiled:
-        module._compiled_call_impl = None
-    try:
-        yield
-    finally:
-        for module, impl in compiled:
-            module._compiled_call_impl = impl
 
 
 @dataclass
@@ -286,9 +244,7 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
         editor.enable_attention_slicing()
         editor.enable_model_cpu_offload()
     if variant.fast_kernels:  # as configure_editor does (igs2gs/fast_edits.py)
-        channels_last = variant.compile if variant.channels_last is None else variant.channels_last
-        group_norm = not variant.compile if variant.group_norm is None else variant.group_norm
-        editor.enable_fast_kernels(channels_last=channels_last, group_norm=group_norm)
+        editor.enable_fast_kernels(channels_last=variant.compile, group_norm=not variant.compile)
     if variant.views > 1:
         editor.enable_vae_slicing()
     if variant.heads_first:
@@ -299,11 +255,6 @@ def configure(editor: InstructPix2PixEditor, variant: Variant, cache_dir: Path) 
     if variant.compile:
         editor.enable_compile(cuda_graphs=variant.cuda_graphs, vae=variant.compile_vae, cache_dir=cache_dir)
         editor.pad_views_to = variant.views
-    if variant.regions:
-        ip2p_speed.use_compile_cache(cache_dir)
-        torch._dynamo.config.cache_size_limit = 64  # one graph per block shape with fixed shapes (8 by default)
-        for module in region_modules(editor):
-            module.compile(dynamic=variant.regions == "dynamic")
 
 
 def unconfigure(editor: InstructPix2PixEditor, variant: Variant) -> None:
@@ -318,15 +269,13 @@ def unconfigure(editor: InstructPix2PixEditor, variant: Variant) -> None:
         editor.unet.set_attn_processor(FusedAttnProcessor2_0())
     editor.disable_compile()
     editor.pad_views_to = 0
-    for module in region_modules(editor):
-        module._compiled_call_impl = None
 
 
 def count_tflop(editor: InstructPix2PixEditor, variant: Variant, size: int) -> float:
     """FLOPs of one call run eagerly (the compiled call runs the same operations), in TFLOP per view."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with running_eagerly(editor), regions_eager(editor):
+    with running_eagerly(editor):
         edit_call(editor, variant, size, call=0)()  # the cached-condition variants count a call with a warm cache
         counter = FlopCounterMode(display=False)
         with counter:
@@ -337,7 +286,7 @@ def count_tflop(editor: InstructPix2PixEditor, variant: Variant, size: int) -> f
 def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repeats: int, cache_dir: Path) -> Record:
     from torch._dynamo.utils import counters
 
-    if variant.compile or variant.regions:  # dynamo would reuse an earlier variant's graphs, whatever its settings
+    if variant.compile:  # dynamo would reuse an earlier variant's graphs of the same step, whatever its settings
         torch._dynamo.reset()
     configure(editor, variant, cache_dir)
     editor.clear_condition_cache()
@@ -349,7 +298,7 @@ def run_variant(editor: InstructPix2PixEditor, variant: Variant, size: int, repe
         sync()
     first = time.perf_counter() - started
     graphs = counters["stats"]["unique_graphs"] - graphs
-    for call in range(1, 4 if variant.compile or variant.regions else 2):  # warm: conditions cached, graphs recorded
+    for call in range(1, 4 if variant.compile else 2):  # warm: conditions cached, graphs recorded
         edit_call(editor, variant, size, call)()
     sync()
     reset_peak()

@@ -10,10 +10,6 @@ Here the mean and variance come from torch's general reductions, which split lon
 where mean16 is the mean rounded to the input's precision, so the centred values are exact and the variance
 has no cancellation. The output is `centred * (rstd * weight) + (bias + (mean16 - mean) * rstd * weight)`,
 the same arithmetic as torch's up to rounding. Small inputs and the CPU keep torch's kernel.
-
-Channels-last inputs (an eager editor in that memory format) take `group_norm_channels_last` at every size on the
-GPU: torch's kernel would copy them to the contiguous format and back, and the convolution after it would convert
-again.
 """
 
 from __future__ import annotations
@@ -65,51 +61,11 @@ def group_norm(
     return out
 
 
-def group_norm_channels_last(
-    x: Tensor,  # [N, C, H, W], channels-last
-    num_groups: int,
-    weight: Optional[Tensor] = None,  # [C]
-    bias: Optional[Tensor] = None,  # [C]
-    eps: float = 1e-5,
-) -> Tensor:  # like x, channels-last
-    """`torch.nn.functional.group_norm` for a channels-last image batch without leaving that format.
-
-    Each channel's mean and variance come from reductions over its pixels (columns of the [N, H*W, C] view, float32
-    accumulation, Welford's variance), the groups' from the law of total variance (mean of the channels' variances
-    plus the variance of their means: no cancellation); the output is one multiply-add in float32 per element."""
-    n, c, h, w = x.shape
-    pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of a channels-last x
-    acc = torch.promote_types(x.dtype, torch.float32)
-    var = torch.var(pixels, dim=1, correction=0, out=torch.empty((n, c), dtype=acc, device=x.device))
-    mean = pixels.mean(dim=1, dtype=acc)  # [N, C]
-    groups = (n, num_groups, c // num_groups)
-    group_mean = mean.view(groups).mean(dim=-1, keepdim=True)
-    group_var = var.view(groups).mean(dim=-1, keepdim=True) + (mean.view(groups) - group_mean).square().mean(
-        dim=-1, keepdim=True
-    )
-    scale = torch.rsqrt(group_var + eps).expand(groups).reshape(n, c)
-    if weight is not None:
-        scale = scale * weight.to(acc)
-    shift = -group_mean.expand(groups).reshape(n, c) * scale
-    if bias is not None:
-        shift = shift + bias.to(acc)
-    out = torch.empty_like(x)  # channels-last, like x
-    return torch.addcmul(shift.view(n, c, 1, 1), x, scale.view(n, c, 1, 1), out=out)
-
-
-def is_channels_last(x: Tensor) -> bool:
-    """A 4-D tensor laid out channels-last (and not also contiguous, as a tensor of one channel or pixel is)."""
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
 class FastGroupNorm(nn.GroupNorm):
-    """`nn.GroupNorm` that takes `group_norm` above where torch's kernel would leave the GPU idle, and
-    `group_norm_channels_last` for channels-last inputs on the GPU outside autograd (its float32 statistics use an
-    `out=` argument, which autograd does not take); same parameters and state dict."""
+    """`nn.GroupNorm` that takes `group_norm` above where torch's kernel would leave the GPU idle (same
+    parameters and state dict)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.is_cuda and is_channels_last(x) and not (torch.is_grad_enabled() and x.requires_grad):
-            return group_norm_channels_last(x, self.num_groups, self.weight, self.bias, self.eps)
         if not splits_better(x, self.num_groups) or not x.is_contiguous():
             return super().forward(x)
         return group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
