@@ -10,7 +10,10 @@ four ways: views of one fused projection [B, N, 3 * heads * d] (what the editor'
 separate projections, contiguous [B, heads, N, d], and contiguous with the head dim zero-padded to 48 and to 64 (the
 scale kept at 1/sqrt(40), so the attention is the same); TFLOP/s count the unpadded work.
 
-    python benchmarks/bench_attention.py [--batch 24] [--layouts] [--out OUT/bench_attention.json]
+With `--flex`, the same shape is also timed with torch.compile'd FlexAttention (no score or mask modification, so it
+computes plain attention) under its default tiles and a few other tile and warp choices, against SDPA's default pick.
+
+    python benchmarks/bench_attention.py [--batch 24] [--layouts] [--flex] [--out OUT/bench_attention.json]
 """
 
 from __future__ import annotations
@@ -61,6 +64,40 @@ def layouts(batch: int, dtype: torch.dtype, tokens: int = 4096, dim: int = 40) -
     return out
 
 
+FLEX_OPTIONS = [  # kernel_options for flex_attention; None: its own pick
+    None,
+    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2},
+    {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2},
+    {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+]
+
+
+def flex(batch: int, dtype: torch.dtype, tokens: int = 4096, dim: int = 40) -> dict[str, dict]:
+    """ms and TFLOP/s of compiled FlexAttention on one self-attention shape, against SDPA's default pick."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    q, k, v = (torch.randn(batch, HEADS, tokens, dim, device="cuda", dtype=dtype) for _ in range(3))
+    flop = 4 * batch * HEADS * tokens * tokens * dim
+    reference = F.scaled_dot_product_attention(q, k, v)
+    out = {"sdpa default": {"ms": round(time_ms(lambda: F.scaled_dot_product_attention(q, k, v)), 4)}}
+    out["sdpa default"]["tflops"] = round(flop / out["sdpa default"]["ms"] / 1e9, 1)
+    print(f"self 64x64, batch {batch}, sdpa default: {json.dumps(out['sdpa default'])}", flush=True)
+    for options in FLEX_OPTIONS:
+        name = "flex " + (json.dumps(options) if options else "default tiles")
+        try:
+            torch._dynamo.reset()
+            compiled = torch.compile(flex_attention, dynamic=False)
+            call = lambda compiled=compiled, options=options: compiled(q, k, v, kernel_options=options)  # noqa: E731
+            error = (call().float() - reference.float()).abs().max().item()
+            ms = time_ms(call)
+            out[name] = {"ms": round(ms, 4), "tflops": round(flop / ms / 1e9, 1), "max_diff": error}
+        except Exception as err:  # noqa: BLE001 - a tile choice the kernel refuses is a result, not a failure
+            out[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"}
+        print(f"self 64x64, batch {batch}, {name}: {json.dumps(out[name])}", flush=True)
+    return out
+
+
 def time_ms(fn, repeats: int = 20) -> float:
     for _ in range(3):
         fn()
@@ -78,6 +115,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=24)
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     parser.add_argument("--layouts", action="store_true", help="also time the 64x64 self-attention by layout")
+    parser.add_argument("--flex", action="store_true", help="also time compiled FlexAttention on the 64x64 shape")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
@@ -104,6 +142,9 @@ def main() -> None:
     if args.layouts:
         with torch.no_grad():
             record["layouts"] = {b: layouts(b, dtype) for b in (args.batch, 2 * args.batch)}
+    if args.flex:
+        with torch.no_grad():
+            record["flex"] = {b: flex(b, dtype) for b in (args.batch, 2 * args.batch)}
     if args.out:
         args.out.write_text(json.dumps(record, indent=2))
 
