@@ -59,7 +59,7 @@ def layouts(batch: int, dtype: torch.dtype, tokens: int = 4096, dim: int = 40) -
         call = lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, scale=dim**-0.5)  # noqa: E731
         ms = time_ms(call)
         error = (call()[..., :dim].float() - reference.float()).abs().max().item()
-        out[name] = {"ms": round(ms, 4), "tflops": round(flop / ms / 1e9, 1), "max_diff": error}
+        out[name] = {**timing(ms, flop), "max_diff": error}
         print(f"self 64x64, batch {batch}, {name}: {json.dumps(out[name])}", flush=True)
     return out
 
@@ -80,8 +80,7 @@ def flex(batch: int, dtype: torch.dtype, tokens: int = 4096, dim: int = 40) -> d
     q, k, v = (torch.randn(batch, HEADS, tokens, dim, device="cuda", dtype=dtype) for _ in range(3))
     flop = 4 * batch * HEADS * tokens * tokens * dim
     reference = F.scaled_dot_product_attention(q, k, v)
-    out = {"sdpa default": {"ms": round(time_ms(lambda: F.scaled_dot_product_attention(q, k, v)), 4)}}
-    out["sdpa default"]["tflops"] = round(flop / out["sdpa default"]["ms"] / 1e9, 1)
+    out = {"sdpa default": timing(time_ms(lambda: F.scaled_dot_product_attention(q, k, v)), flop)}
     print(f"self 64x64, batch {batch}, sdpa default: {json.dumps(out['sdpa default'])}", flush=True)
     for options in FLEX_OPTIONS:
         name = "flex " + (json.dumps(options) if options else "default tiles")
@@ -91,11 +90,16 @@ def flex(batch: int, dtype: torch.dtype, tokens: int = 4096, dim: int = 40) -> d
             call = lambda compiled=compiled, options=options: compiled(q, k, v, kernel_options=options)  # noqa: E731
             error = (call().float() - reference.float()).abs().max().item()
             ms = time_ms(call)
-            out[name] = {"ms": round(ms, 4), "tflops": round(flop / ms / 1e9, 1), "max_diff": error}
+            out[name] = {**timing(ms, flop), "max_diff": error}
         except Exception as err:  # noqa: BLE001 - a tile choice the kernel refuses is a result, not a failure
             out[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"}
         print(f"self 64x64, batch {batch}, {name}: {json.dumps(out[name])}", flush=True)
     return out
+
+
+def timing(ms: float, flop: int) -> dict[str, float]:
+    """A timed call's row: ms per call and the TFLOP/s it reaches."""
+    return {"ms": round(ms, 4), "tflops": round(flop / ms / 1e9, 1)}
 
 
 def time_ms(fn, repeats: int = 20) -> float:
@@ -132,7 +136,7 @@ def main() -> None:
                     out = F.scaled_dot_product_attention(q, k, v)
                     ms = time_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
                 error = (out.float() - reference).abs().max().item()
-                row[backend] = {"ms": round(ms, 4), "tflops": round(flop / ms / 1e9, 1), "max_err": error}
+                row[backend] = {**timing(ms, flop), "max_err": error}
             except RuntimeError as err:
                 row[backend] = {"error": str(err).splitlines()[0][:160]}
         with torch.no_grad():
