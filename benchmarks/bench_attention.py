@@ -60,7 +60,7 @@ def layouts(batch: int, dtype: torch.dtype, tokens: int = 4096, dim: int = 40) -
         ms = time_ms(call)
         error = (call()[..., :dim].float() - reference.float()).abs().max().item()
         out[name] = {**timing(ms, flop), "max_diff": error}
-        print(f"self 64x64, batch {batch}, {name}: {json.dumps(out[name])}", flush=True)
+        show_64x64(batch, name, out[name])
     return out
 
 
@@ -81,7 +81,7 @@ def flex(batch: int, dtype: torch.dtype, tokens: int = 4096, dim: int = 40) -> d
     flop = 4 * batch * HEADS * tokens * tokens * dim
     reference = F.scaled_dot_product_attention(q, k, v)
     out = {"sdpa default": timing(time_ms(lambda: F.scaled_dot_product_attention(q, k, v)), flop)}
-    print(f"self 64x64, batch {batch}, sdpa default: {json.dumps(out['sdpa default'])}", flush=True)
+    show_64x64(batch, "sdpa default", out["sdpa default"])
     for options in FLEX_OPTIONS:
         name = "flex " + (json.dumps(options) if options else "default tiles")
         try:
@@ -93,8 +93,13 @@ def flex(batch: int, dtype: torch.dtype, tokens: int = 4096, dim: int = 40) -> d
             out[name] = {**timing(ms, flop), "max_diff": error}
         except Exception as err:  # noqa: BLE001 - a tile choice the kernel refuses is a result, not a failure
             out[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"}
-        print(f"self 64x64, batch {batch}, {name}: {json.dumps(out[name])}", flush=True)
+        show_64x64(batch, name, out[name])
     return out
+
+
+def show_64x64(batch: int, name: str, row: dict) -> None:
+    """Print one row of the 64x64 self-attention comparisons as it is measured."""
+    print(f"self 64x64, batch {batch}, {name}: {json.dumps(row)}", flush=True)
 
 
 def timing(ms: float, flop: int) -> dict[str, float]:
