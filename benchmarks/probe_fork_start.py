@@ -37,39 +37,52 @@ def state(stage: str) -> None:
     )
 
 
+STAGES = (
+    "torch._dynamo",
+    "torch._inductor.compile_fx",  # what a torch.compile decorator imports (splatfacto's, at its import)
+    "triton",
+    "gsplat",
+    "gsplat.cuda._backend",
+    "torchmetrics",
+    "nerfstudio.models.splatfacto",
+    "nerfstudio.engine.trainer",
+    "nerfstudio.viewer.viewer",
+    "igs2gs.igs2gs_config",  # the plugin
+    "nerfstudio.configs.method_configs",  # ns-train's own import (it finds the plugin through its entry point)
+)
+"""Modules imported one after the other, in the order `ns-train` meets them, each after those before it. The
+plugin's CPU fallback asks `torch.cuda.is_available()` at its import: here it asks NVML instead
+(PYTORCH_NVML_BASED_CUDA_CHECK), so that a stage that initialises the driver is one of the others."""
+
+
 def main() -> None:
+    import importlib
+    import os
+
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     import torch
 
     state("import torch")
     import benchmarks.e2e_common  # noqa: F401
 
     state("import benchmarks.e2e_common")
-    from igs2gs.igs2gs_config import igs2gs_method  # noqa: F401
-
-    state("import igs2gs.igs2gs_config")
-    from nerfstudio.configs.method_configs import all_methods  # noqa: F401
-
-    state("nerfstudio's method configs")
     print("device_count", torch.cuda.device_count(), flush=True)
-    state("torch.cuda.device_count()")
-    import nerfstudio.models.splatfacto  # noqa: F401
-
-    state("import nerfstudio.models.splatfacto")
-    try:
-        import gsplat.cuda._backend  # noqa: F401
-    except Exception as error:  # noqa: BLE001 - a machine without its build (the CPU here): go on
-        print(f"gsplat's CUDA backend did not load: {type(error).__name__}", flush=True)
-    state("import gsplat.cuda._backend")
-    from nerfstudio.engine.trainer import Trainer  # noqa: F401
-    from nerfstudio.viewer.viewer import Viewer  # noqa: F401
-
-    state("import the trainer and the viewer")
+    state("torch.cuda.device_count() (NVML)")
+    for module in STAGES:
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # noqa: BLE001 - e.g. gsplat's CUDA build on a machine without CUDA: go on
+            print(f"{module} did not import: {type(error).__name__}", flush=True)
+        state(f"import {module}")
     torch.manual_seed(0)
     state("torch.manual_seed (nerfstudio's train_loop)")
     from torch.amp.grad_scaler import GradScaler
 
     GradScaler("cuda", enabled=False)
     state("GradScaler(enabled=False) (the trainer)")
+    del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+    torch.cuda.is_available()
+    state("torch.cuda.is_available() (cudaGetDeviceCount)")
 
 
 if __name__ == "__main__":
