@@ -43,7 +43,6 @@ STAGES = (
     "triton",
     "gsplat",
     "gsplat.cuda._backend",
-    "torchmetrics",
     "nerfstudio.models.splatfacto",
     "nerfstudio.engine.trainer",
     "nerfstudio.viewer.viewer",
