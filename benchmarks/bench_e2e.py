@@ -28,6 +28,8 @@
    - `ours-2gpu-helper`, `ours-2gpu-compile-saved-helper`: those two-GPU runs with `ip2p_helper True`: while
      training waits for a round, an uncompiled InstructPix2Pix on the training GPU edits the batches it would finish
      no later than the second GPU.
+   - `ours-2gpu-compile-saved-helper-spawn`: the last with its edit processes spawned instead of forked
+     (`IGS2GS_START_METHOD=spawn`, igs2gs/process_start.py).
    - `ours-process`, `ours-process-compile`, `ours-process-compile-saved`: one GPU, with the edit process
      (igs2gs/edit_process.py) on the training GPU (`one_gpu_edit_process`, an experiment, not an option).
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
@@ -111,9 +113,12 @@ OURS_RUNS["ours-conn32"] = OURS_RUNS["ours"]
 OURS_RUNS["ours-process"] = OURS_RUNS["ours"]  # one GPU, the editor in a process of its own (`one_gpu_edit_process`)
 OURS_RUNS["ours-process-compile"] = OURS_RUNS["ours-compile"]  # ... with the compiled editor's hand-over
 OURS_RUNS["ours-process-compile-saved"] = OURS_RUNS["ours-compile-saved"]  # ... which loads saved pieces later
+OURS_RUNS["ours-2gpu-compile-saved-helper-spawn"] = OURS_RUNS["ours-2gpu-compile-saved-helper"]  # ... spawned
 RUN_ENVIRONMENT: dict[str, dict[str, str]] = {
     # 32 hardware work queues instead of CUDA's 8: whether training's kernels queue behind the editor's on one GPU
     "ours-conn32": {"CUDA_DEVICE_MAX_CONNECTIONS": "32"},
+    # the edit processes spawned, as before they were forked (igs2gs/process_start.py)
+    "ours-2gpu-compile-saved-helper-spawn": {"IGS2GS_START_METHOD": "spawn"},
 }
 """Environment variables of a run's process, set before CUDA starts."""
 

@@ -106,7 +106,7 @@ def igs2gs_trainer(data: Path, load_dir: Path, out: Path, ip2p_model: str, **pip
     config.output_dir = out
     config.timestamp = "bench"
     config.viewer.quit_on_train_completion = True
-    if not torch.cuda.is_available():  # smoke test on a CPU-only machine
+    if torch.cuda.device_count() == 0:  # smoke test on a CPU-only machine (NVML's count: CUDA stays uninitialised)
         config.machine.device_type, config.vis = "cpu", "tensorboard"
     model_fields = pipeline.pop("model", {})
     for name, value in pipeline.items():

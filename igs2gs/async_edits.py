@@ -33,9 +33,11 @@ Device = Union[torch.device, str]
 
 
 def _resolved(device: Device) -> torch.device:
+    """`device` with its index; "cuda" is the current CUDA device, GPU 0 while CUDA is uninitialised (asking torch
+    then would initialise CUDA, and the edit processes could no longer be forked: process_start.py)."""
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_initialized() else 0)
     return device
 
 

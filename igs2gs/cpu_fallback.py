@@ -100,5 +100,5 @@ def install_cpu_fallback() -> None:
     `rasterization`.
     """
     _install_rasterization_dispatcher()
-    if not torch.cuda.is_available():
+    if torch.cuda.device_count() == 0:  # NVML's count: initialises no CUDA at the plugin's import (process_start.py)
         _install_splatfacto_cuda_guard()

@@ -18,7 +18,9 @@ edits (a blocking queue read, which releases the GIL).
   round 2 for round 1; with the hand-over it waited 8.1-12.0 s (benchmarks/RESULTS.md). A run that ends before its
   compile is done lets it finish, for at most `COMPILE_WAIT_S`, so that later runs find it in the cache (Ctrl-C
   skips that).
-- The children start light: they get the editor's options (editor_options.py), not the pipeline config, and do
+- The children are forked from the training process where that is safe (process_start.py: CUDA editors, CUDA not
+  yet initialised, no other thread), so they start with torch and nerfstudio imported; otherwise they are spawned.
+  Spawned children start light: they get the editor's options (editor_options.py), not the pipeline config, and do
   not re-run the training process's main module, which multiprocessing's spawn does by default (for `ns-train`
   that imports every nerfstudio method). On a 2-core CPU a child was ready 1.0 s after its start instead of 4.9 s
   under an `ns-train`-like main (stand-in editor; InstructPix2Pix's own imports and loading come after).
@@ -61,10 +63,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.multiprocessing as mp
 
 from igs2gs.edit_worker import EditJob
 from igs2gs.editor import EditSettings
+from igs2gs.process_start import forked_target, is_fork, start_context
 from igs2gs.shared_batches import BatchBuffers, SharedBatches, edits_into, moved
 
 STOP = ("stop", None)
@@ -124,7 +126,7 @@ class EditProcess:
         """Start the editing child, which builds the editor at once. With `compile_ahead` (ip2p_compile on CUDA),
         it builds it uncompiled, and a second child builds the compiled editor, compiles it when `plan` gives the
         sizes, and takes over from the next batch once it is done."""
-        self._context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+        self._context, self._started_how = start_context(str(device))  # forked where safe (process_start.py)
         self._builder = builder or default_builder()
         self._device = str(device)
         self._compile_status = compile_flag(self._context)
@@ -142,7 +144,7 @@ class EditProcess:
         atexit.register(self.close)
 
     def _start_child(self, config: Any, name: str, status: Optional[Any]) -> _Child:
-        return start_child(self._context, self._builder, config, self._device, name, status)
+        return start_child(self._context, self._builder, config, self._device, name, status, self._started_how)
 
     def plan(self, warm_up_sizes: Sequence[Tuple[int, int]], batch_size: int, settings: EditSettings) -> None:
         """The round's edit sizes and batch size, once the training images are known: each child warms its editor
@@ -272,17 +274,25 @@ class EditProcess:
 
 
 def start_child(
-    context: Any, builder: EditorBuilder, config: Any, device: str, name: str, status: Optional[Any]
+    context: Any,
+    builder: EditorBuilder,
+    config: Any,
+    device: str,
+    name: str,
+    status: Optional[Any],
+    started_how: str = "spawned",
 ) -> _Child:
-    """Spawn a child that builds the editor and serves its queues (`_serve`); with `status`, the compiling kind."""
+    """Start a child (forked or spawned, as `context` does) that builds the editor and serves its queues (`_serve`);
+    with `status`, the compiling kind. `started_how` goes into its log line."""
     jobs, results = context.Queue(), context.Queue()
+    forks = is_fork(context)
     process = context.Process(
-        target=_serve_then_leave,
-        args=(builder, config, device, jobs, results, os.getpid(), status),
+        target=forked_target(_serve_then_leave) if forks else _serve_then_leave,
+        args=(builder, config, device, jobs, results, os.getpid(), status, started_how),
         name=name,
         daemon=True,
     )
-    with _parent_main_hidden(builder):
+    with contextlib.nullcontext() if forks else _parent_main_hidden(builder):
         process.start()
     return _Child(process, jobs, results)
 
@@ -419,6 +429,7 @@ def _serve(
     results: Any,
     parent: int,
     compile_status: Optional[Any],
+    started_how: str = "spawned",
 ) -> None:
     """A child: build the editor, then edit each batch of jobs until told to stop. The compiling child (one given
     `compile_status`) first compiles the editor in its warm-up edits, then sets the status and says it is ready;
@@ -457,7 +468,10 @@ def _serve(
         results.put((False, _picklable(error), traceback.format_exc()))
         return
     what = "compiled" if compiling else "loaded"
-    CONSOLE.log(f"igs2gs: InstructPix2Pix {what} in the edit process in {time.perf_counter() - started:.1f} s{phases}")
+    CONSOLE.log(
+        f"igs2gs: InstructPix2Pix {what} in the edit process ({started_how}) in {time.perf_counter() - started:.1f} s"
+        f"{phases}"
+    )
     if compiling:
         compile_status.value = _COMPILED
     results.put((True, "ready", ""))

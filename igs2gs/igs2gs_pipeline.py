@@ -166,11 +166,12 @@ class IGS2GSPipeline(VanillaPipeline):
             prioritise_training(device)  # before the run's tensors are made (edit_streams.py)
         editor_device = config.ip2p_device or device
         own_process = background and config.ip2p_process and edits_on_own_device(device, config.ip2p_device)
-        if not (test_mode == "val" and config.ip2p_compile and not own_process):
-            compile_in_process()  # this process compiles no editor: no pool of compile workers (inductor_workers.py)
-        # InstructPix2Pix loads in its own process while this one caches the images and builds the model.
+        # InstructPix2Pix loads in its own process while this one caches the images and builds the model. The
+        # processes start first, before anything initialises CUDA here, so that they can be forked (process_start.py).
         edit_process = self._start_edit_process(config, editor_device) if own_process else None
         helper_process = self._start_helper_process(config, device, own_process) if test_mode == "val" else None
+        if not (test_mode == "val" and config.ip2p_compile and not own_process):
+            compile_in_process()  # this process compiles no editor: no pool of compile workers (inductor_workers.py)
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.edit_process: Optional[EditProcess] = edit_process
         self.helper_process: Optional[EditProcess] = helper_process

@@ -89,12 +89,12 @@ def check_ip2p_device(device: Optional[str]) -> None:
 def check_device_exists(device: torch.device, option: str, alternative: str) -> None:
     """Raise `IGS2GSConfigError` when `device` (given by `option`) is not on this machine."""
     if device.type == "cuda":
-        if not torch.cuda.is_available():
+        count = torch.cuda.device_count()  # NVML's count: initialises no CUDA before the edit processes fork
+        if count == 0:
             raise IGS2GSConfigError(
                 f"{option} {str(device)!r} asks for a CUDA GPU, but torch finds none on this machine "
-                f"(torch.cuda.is_available() is False); {alternative}, or pass cpu (slow: minutes per edit)"
+                f"(torch.cuda.device_count() is 0); {alternative}, or pass cpu (slow: minutes per edit)"
             )
-        count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             names = ", ".join(f"cuda:{i}" for i in range(count))
             raise IGS2GSConfigError(
