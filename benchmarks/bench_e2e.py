@@ -22,14 +22,15 @@
      editor on a thread of the training process.
    - `ours-compile`, `ours-2gpu-compile`: ours and ours-2gpu with `ip2p_compile True` and torch.compile alone
      (`ip2p_compile_saved False`); `NAME-again` runs NAME's options once more, with the compile cache the first run
-     filled (a user's second run of that image size).
+     filled (a user's second run of that image size); `NAME-again-again` once more.
    - `ours-compile-saved`, `ours-2gpu-compile-saved`: `ip2p_compile True` as it comes (compiled pieces kept whole,
      igs2gs/saved_compile.py): their `-again` runs load them instead of tracing.
    - `ours-2gpu-helper`, `ours-2gpu-compile-saved-helper`: those two-GPU runs with `ip2p_helper True`: while
      training waits for a round, an uncompiled InstructPix2Pix on the training GPU edits the batches it would finish
      no later than the second GPU.
-   - `ours-2gpu-compile-saved-helper-spawn`: the last with its edit processes spawned instead of forked
-     (`IGS2GS_START_METHOD=spawn`, igs2gs/process_start.py).
+   - `ours-2gpu-compile-saved-helper-fork`, `...-spawn`: the last with torch.cuda.is_available() answered through
+     NVML (`NVML_CHECK`), so that the edit processes can be forked (igs2gs/process_start.py); `-spawn` spawns them
+     all the same (`IGS2GS_START_METHOD=spawn`).
    - `ours-process`, `ours-process-compile`, `ours-process-compile-saved`: one GPU, with the edit process
      (igs2gs/edit_process.py) on the training GPU (`one_gpu_edit_process`, an experiment, not an option).
    - `ours-1024`: ours on bear upscaled to 1024 px (one round + 20 steps, compile off): peak memory.
@@ -113,12 +114,17 @@ OURS_RUNS["ours-conn32"] = OURS_RUNS["ours"]
 OURS_RUNS["ours-process"] = OURS_RUNS["ours"]  # one GPU, the editor in a process of its own (`one_gpu_edit_process`)
 OURS_RUNS["ours-process-compile"] = OURS_RUNS["ours-compile"]  # ... with the compiled editor's hand-over
 OURS_RUNS["ours-process-compile-saved"] = OURS_RUNS["ours-compile-saved"]  # ... which loads saved pieces later
-OURS_RUNS["ours-2gpu-compile-saved-helper-spawn"] = OURS_RUNS["ours-2gpu-compile-saved-helper"]  # ... spawned
+for _how in ("fork", "spawn"):  # ... with the edit processes forked or spawned (igs2gs/process_start.py)
+    OURS_RUNS[f"ours-2gpu-compile-saved-helper-{_how}"] = OURS_RUNS["ours-2gpu-compile-saved-helper"]
+NVML_CHECK = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+"""torch.cuda.is_available() through NVML: torch 2.11's inductor asks it at its import (which nerfstudio's splatfacto
+brings in before igs2gs runs), and its CUDA answer initialises the driver, so that the edit processes cannot be
+forked; torch 2.14's inductor does not ask at its import."""
 RUN_ENVIRONMENT: dict[str, dict[str, str]] = {
     # 32 hardware work queues instead of CUDA's 8: whether training's kernels queue behind the editor's on one GPU
     "ours-conn32": {"CUDA_DEVICE_MAX_CONNECTIONS": "32"},
-    # the edit processes spawned, as before they were forked (igs2gs/process_start.py)
-    "ours-2gpu-compile-saved-helper-spawn": {"IGS2GS_START_METHOD": "spawn"},
+    "ours-2gpu-compile-saved-helper-fork": NVML_CHECK,
+    "ours-2gpu-compile-saved-helper-spawn": {**NVML_CHECK, "IGS2GS_START_METHOD": "spawn"},
 }
 """Environment variables of a run's process, set before CUDA starts."""
 
@@ -127,7 +133,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     name, out = args.child, Path("/tmp/igs2gs-bench") / args.child
-    options = name.removesuffix("-spy").removesuffix("-again")
+    options = name.removesuffix("-spy")
+    while options.endswith("-again"):  # NAME-again-again: a further run of NAME's options
+        options = options.removesuffix("-again")
     os.environ.update(RUN_ENVIRONMENT.get(options, {}))
     if options.startswith("ours-process"):
         one_gpu_edit_process()
