@@ -6,6 +6,9 @@ that initialise CUDA is printed with its caller's stack, and during the set-up a
 function after whose return the driver is initialised (benchmarks/RESULTS.md, "Thirtieth session" and after).
 
     python benchmarks/probe_fork_start.py [--data DATA/bear]
+
+On a machine without network, --data needs LPIPS's backbone weights in place first (`python3 .gpu/random_backbones.py`
+on the lent GPU machines, as benchmarks/gpu_issue3.sh does): the splatfacto run that makes the checkpoint loads them.
 """
 
 from __future__ import annotations
