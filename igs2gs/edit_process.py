@@ -429,7 +429,7 @@ def _serve(
     results: Any,
     parent: int,
     compile_status: Optional[Any],
-    started_how: str = "spawned",
+    started_how: str,
 ) -> None:
     """A child: build the editor, then edit each batch of jobs until told to stop. The compiling child (one given
     `compile_status`) first compiles the editor in its warm-up edits, then sets the status and says it is ready;
