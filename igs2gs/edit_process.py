@@ -66,7 +66,7 @@ import torch
 
 from igs2gs.edit_worker import EditJob
 from igs2gs.editor import EditSettings
-from igs2gs.process_start import forked_target, is_fork, start_context
+from igs2gs.process_start import ONE_THREAD, forked_target, is_fork, start_context
 from igs2gs.shared_batches import BatchBuffers, SharedBatches, edits_into, moved
 
 STOP = ("stop", None)
@@ -144,7 +144,9 @@ class EditProcess:
         atexit.register(self.close)
 
     def _start_child(self, config: Any, name: str, status: Optional[Any]) -> _Child:
-        return start_child(self._context, self._builder, config, self._device, name, status, self._started_how)
+        return start_child(
+            self._context, self._builder, config, self._device, name, status, self._started_how, one_thread=True
+        )
 
     def plan(self, warm_up_sizes: Sequence[Tuple[int, int]], batch_size: int, settings: EditSettings) -> None:
         """The round's edit sizes and batch size, once the training images are known: each child warms its editor
@@ -281,14 +283,16 @@ def start_child(
     name: str,
     status: Optional[Any],
     started_how: str = "spawned",
+    one_thread: bool = False,
 ) -> _Child:
     """Start a child (forked or spawned, as `context` does) that builds the editor and serves its queues (`_serve`);
-    with `status`, the compiling kind. `started_how` goes into its log line."""
+    with `status`, the compiling kind. `started_how` goes into its log line; with `one_thread`, the child runs torch's
+    CPU operators on one thread once its editor is built (process_start.ONE_THREAD)."""
     jobs, results = context.Queue(), context.Queue()
     forks = is_fork(context)
     process = context.Process(
         target=forked_target(_serve_then_leave) if forks else _serve_then_leave,
-        args=(builder, config, device, jobs, results, os.getpid(), status, started_how),
+        args=(builder, config, device, jobs, results, os.getpid(), status, started_how, one_thread),
         name=name,
         daemon=True,
     )
@@ -430,6 +434,7 @@ def _serve(
     parent: int,
     compile_status: Optional[Any],
     started_how: str,
+    one_thread: bool,
 ) -> None:
     """A child: build the editor, then edit each batch of jobs until told to stop. The compiling child (one given
     `compile_status`) first compiles the editor in its warm-up edits, then sets the status and says it is ready;
@@ -448,6 +453,8 @@ def _serve(
     phases = ""
     try:
         editor = builder(config, device)
+        if one_thread:
+            torch.set_num_threads(ONE_THREAD)  # compiles and edits as a forked child does (process_start.py)
         if compiling:
             built = time.perf_counter()
             plan = _next_plan(jobs, parent)

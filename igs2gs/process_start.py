@@ -30,6 +30,13 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
+ONE_THREAD = 1
+"""CPU threads of every edit process's child once its editor is built, forked or spawned. A forked child needs one
+(above); a spawned one follows it, because the number of threads is part of dynamo's global state, which keys the
+saved compiled pieces (`saved_compile.global_state`): with the core count in spawned children, a spawned run found no
+pieces a forked run had saved, and compiled again (22-24 s of warm-up instead of 3-4.5 s, benchmarks/RESULTS.md,
+"Thirty-first session of issue 6"). A spawned child builds its editor first, on all its threads."""
+
 START_METHOD_VARIABLE = "IGS2GS_START_METHOD"
 START_METHODS = ("auto", "fork", "spawn")
 _CUDA_ERROR_NOT_INITIALIZED = 3
@@ -85,7 +92,7 @@ def forked_target(target: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(target)
     def run(*args: Any) -> Any:
-        torch.set_num_threads(1)
+        torch.set_num_threads(ONE_THREAD)
         return target(*args)
 
     return run

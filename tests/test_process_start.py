@@ -83,6 +83,7 @@ def test_a_spawned_child_starts_afresh(monkeypatch, marked, capfd):
     with _process(state_editor) as process:
         image = process(_jobs([0]))[0]
         assert image[0, 0, 0, 0].item() == 0, "a spawned child imports the module again"
+        assert image[0, 1, 0, 0].item() == 1, "a spawned child edits on one CPU thread too, as a forked one does"
         assert image[0, 2, 0, 0].item() == os.getpid()
     out = " ".join(capfd.readouterr().out.split())
     assert f"InstructPix2Pix loaded in the edit process (spawned: {START_METHOD_VARIABLE}=spawn)" in out
