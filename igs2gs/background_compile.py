@@ -58,7 +58,13 @@ class BackgroundCompile:
         context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
         self._status = compile_flag(context)
         self._child = start_child(
-            context, builder or default_builder(), config, str(device), "igs2gs-editor-compile", self._status
+            context,
+            builder or default_builder(),
+            config,
+            str(device),
+            "igs2gs-editor-compile",
+            self._status,
+            started_how="spawned",
         )
         _lower_priority(self._child.process.pid)
         self._lock = threading.Lock()

@@ -282,7 +282,7 @@ def start_child(
     device: str,
     name: str,
     status: Optional[Any],
-    started_how: str = "spawned",
+    started_how: str,
     one_thread: bool = False,
 ) -> _Child:
     """Start a child (forked or spawned, as `context` does) that builds the editor and serves its queues (`_serve`);
